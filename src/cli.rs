@@ -1,0 +1,39 @@
+//! Command-line arguments. The runner calls the driver as `<exec> <args...>`, and for `run`
+//! appends the script path and the stage name as the last two arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cross-executor",
+    version,
+    about = "GitLab Runner custom executor driver that runs jobs in foreign-architecture \
+             Docker containers through QEMU user emulation"
+)]
+pub struct Cli {
+    /// Settings file (TOML); defaults apply when neither this nor CROSS_EXECUTOR_CONFIG is set.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the runner's configuration overrides as JSON (config_exec).
+    Config,
+    /// Create and start the job container (prepare_exec).
+    Prepare,
+    /// Run one script of the job in its container (run_exec).
+    Run {
+        /// Script file written by the runner.
+        script: PathBuf,
+        /// Sub-stage name, such as build_script; any name is accepted.
+        stage: String,
+    },
+    /// Remove the job's container and volumes (cleanup_exec).
+    Cleanup,
+}

@@ -1,0 +1,78 @@
+//! cross-executor: a GitLab Runner custom executor driver that runs each job in its own
+//! Docker container of a foreign CPU architecture (ARM first) through QEMU user emulation.
+//!
+//! Layout:
+//! - [`cli`] parses arguments; [`stages`] has one module per runner stage.
+//! - [`job`], [`settings`] and [`env`] turn the environment and the settings file into typed
+//!   values; [`names`] derives Docker object names and labels from the job.
+//! - [`elf`], [`binfmt`] and [`platform`] decide how the image's binaries will run.
+//! - [`docker`] is the only module that talks to the Docker Engine API.
+//! - [`failure`] sorts outcomes into build and system failures; [`shutdown`] handles
+//!   SIGTERM and SIGINT; [`progress`] writes the driver's lines to the job log.
+
+pub mod binfmt;
+pub mod cli;
+pub mod docker;
+pub mod elf;
+pub mod env;
+pub mod failure;
+pub mod job;
+pub mod names;
+pub mod platform;
+pub mod progress;
+pub mod settings;
+pub mod shutdown;
+pub mod stages;
+
+use cli::{Cli, Command};
+use env::EnvSnapshot;
+use failure::{ExitCodes, Failure};
+use job::JobContext;
+use settings::Settings;
+use shutdown::Shutdown;
+
+/// Runs the stage named on the command line and returns the process exit code.
+pub fn main_with(cli: Cli) -> u8 {
+    let snapshot = EnvSnapshot::capture();
+    let codes = ExitCodes::from_env(&snapshot);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            progress::line(&format!("ERROR: failed to start the async runtime: {error}"));
+            return codes.system_failure;
+        }
+    };
+    let outcome = runtime.block_on(run_stage(cli, &snapshot));
+    if let Err(failure) = &outcome {
+        match failure {
+            // The job's own output already explains a failed script.
+            Failure::Build { .. } => {}
+            Failure::Interrupted => progress::line("Stage interrupted by a signal"),
+            Failure::System(error) => progress::line(&format!("ERROR: {error:#}")),
+        }
+    }
+    codes.for_outcome(&outcome)
+}
+
+async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
+    let mut shutdown = Shutdown::install()
+        .map_err(|error| anyhow::anyhow!("failed to install signal handlers: {error}"))?;
+    let settings = Settings::load(cli.config.as_deref(), snapshot)?;
+    let job = JobContext::load(snapshot)?;
+    match cli.command {
+        Command::Config => Ok(stages::config::run(&settings, &job)?),
+        Command::Prepare => stages::prepare::run(&settings, &job, &mut shutdown).await,
+        Command::Run { script, stage } => {
+            stages::run::run(&settings, &job, snapshot, &script, &stage, &mut shutdown).await
+        }
+        Command::Cleanup => {
+            tokio::select! {
+                outcome = stages::cleanup::run(&job) => Ok(outcome?),
+                () = shutdown.wait() => Err(Failure::Interrupted),
+            }
+        }
+    }
+}

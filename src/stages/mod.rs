@@ -1,0 +1,6 @@
+//! One module per stage of the custom executor protocol; each has one entry function.
+
+pub mod cleanup;
+pub mod config;
+pub mod prepare;
+pub mod run;

@@ -1,0 +1,208 @@
+//! The `prepare` stage: makes the image available, creates the job's volumes and
+//! container, sets up emulation for the image's architecture and proves that the container
+//! can run its own binaries.
+//!
+//! The architecture comes from the ELF header of the image's `/bin/sh`, because the kernel
+//! picks the interpreter from that header and Docker before 23.0 labels imported images
+//! with the host's architecture. The header can only be read from a container, so the
+//! container is created first and, when the interpreter must be injected, created again
+//! with the bind mount.
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::binfmt::{self, Emulation};
+use crate::docker::{ContainerSpec, Docker};
+use crate::elf::{self, Arch};
+use crate::failure::Failure;
+use crate::job::JobContext;
+use crate::names::{self, JobNames};
+use crate::platform::Platform;
+use crate::progress;
+use crate::settings::{PullPolicy, Settings};
+use crate::shutdown::Shutdown;
+use crate::stages::cleanup;
+
+/// The shell every image must have; the keep-alive entrypoint and the probe use it.
+const IMAGE_SHELL: &str = "/bin/sh";
+/// Bytes of the shell read to decide its architecture.
+const ELF_HEADER_BYTES: usize = 64;
+
+/// Creates and starts the job container. On failure or interruption it removes what it
+/// created, so a retried attempt starts clean.
+pub async fn run(
+    settings: &Settings,
+    job: &JobContext,
+    shutdown: &mut Shutdown,
+) -> Result<(), Failure> {
+    let image = job
+        .image
+        .clone()
+        .or_else(|| settings.default_image.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "the job names no image and the settings have no `default_image`; add \
+                 `image:` to the job or set `default_image` in the settings file"
+            )
+        })?;
+    let policy = pull_policy(job, settings)?;
+    let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
+    let docker = Docker::connect().await?;
+
+    let outcome = tokio::select! {
+        outcome = create_job_container(&docker, settings, job, &image, policy, platform.as_ref()) => {
+            outcome.map_err(Failure::System)
+        }
+        () = shutdown.wait() => Err(Failure::Interrupted),
+    };
+    if outcome.is_err() {
+        if let Err(error) = cleanup::remove_job_resources(&docker, job).await {
+            progress::warning(&format!("{error:#}"));
+        }
+    }
+    outcome
+}
+
+/// The job's pull policy when it names one, else the settings' policy.
+fn pull_policy(job: &JobContext, settings: &Settings) -> anyhow::Result<PullPolicy> {
+    match job.pull_policies.first() {
+        None => Ok(settings.pull_policy),
+        Some(name) => PullPolicy::parse(name).ok_or_else(|| {
+            anyhow!(
+                "invalid pull policy `{name}` in the job; use `always`, `if-not-present` or \
+                 `never`"
+            )
+        }),
+    }
+}
+
+async fn create_job_container(
+    docker: &Docker,
+    settings: &Settings,
+    job: &JobContext,
+    image: &str,
+    policy: PullPolicy,
+    platform: Option<&Platform>,
+) -> anyhow::Result<()> {
+    let names = JobNames::for_job(job);
+    let platform_text = job.platform.as_deref();
+    docker
+        .ensure_image(image, policy, platform_text, &mut |line| progress::line(line))
+        .await?;
+
+    if docker.remove_container(&names.container).await? {
+        progress::line(&format!(
+            "Removed container {} left by an earlier attempt",
+            names.container
+        ));
+    }
+    docker
+        .create_volume(&names.builds_volume, &names::job_labels(job))
+        .await?;
+    docker
+        .create_volume(&names.cache_volume, &names::shared_labels(job))
+        .await?;
+
+    let mut spec = ContainerSpec {
+        name: names.container.clone(),
+        image: image.to_owned(),
+        labels: names::job_labels(job),
+        // A shell waiting on an open, empty standard input stays alive with no child
+        // process, in any image that has a shell, busybox-only ones included.
+        entrypoint: vec![IMAGE_SHELL.to_owned()],
+        command: Vec::new(),
+        keep_stdin_open: true,
+        network_mode: settings.network_mode.clone(),
+        volumes: vec![
+            (names.builds_volume.clone(), settings.builds_dir.clone()),
+            (names.cache_volume.clone(), settings.cache_dir.clone()),
+        ],
+        ..ContainerSpec::default()
+    };
+    docker.create_container(&spec).await?;
+
+    let (shell_path, header) = docker
+        .read_file_start(&names.container, IMAGE_SHELL, ELF_HEADER_BYTES)
+        .await?
+        .ok_or_else(|| {
+            anyhow!("image `{image}` has no `{IMAGE_SHELL}`; cross-executor needs a POSIX shell there")
+        })?;
+    let arch = elf::parse_header(&header)
+        .map_err(|error| {
+            anyhow!("`{IMAGE_SHELL}` in image `{image}` (resolved to `{shell_path}`): {error}")
+        })?
+        .arch;
+    check_platform(image, arch, platform)?;
+    note_metadata_mismatch(docker, image, arch).await;
+
+    let emulation = binfmt::plan(binfmt::DEFAULT_ROOT.as_ref(), &header, arch)
+        .with_context(|| format!("image `{image}` contains {arch} binaries"))?;
+    if let Emulation::Inject { entry, host_path } = &emulation {
+        spec.read_only_binds.push((
+            host_path.display().to_string(),
+            entry.interpreter.display().to_string(),
+        ));
+        docker.remove_container(&names.container).await?;
+        docker.create_container(&spec).await?;
+    }
+    docker.start_container(&names.container).await?;
+
+    let machine = probe_machine(docker, &names.container, image).await?;
+    progress::line(&format!(
+        "Using image {image} ({arch}, uname -m: {machine}) with {}",
+        emulation.describe()
+    ));
+    if let Some(entry) = emulation.entry() {
+        if !entry.credentials() {
+            progress::warning(&format!(
+                "binfmt_misc entry `{}` lacks the C flag, so setuid programs such as sudo \
+                 fail in this job",
+                entry.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fails when the job asked for a platform whose architecture the image's files do not have.
+fn check_platform(image: &str, arch: Arch, platform: Option<&Platform>) -> anyhow::Result<()> {
+    let Some(platform) = platform else {
+        return Ok(());
+    };
+    if platform.arch != arch {
+        bail!(
+            "the job requests platform linux/{}, but the binaries in image `{image}` are for \
+             {arch}; use an image built for linux/{} or change `image:docker:platform`",
+            platform.arch,
+            platform.arch
+        );
+    }
+    Ok(())
+}
+
+/// Notes, without failing, when the image's metadata names another architecture than its
+/// files, as it does for images imported on Docker before 23.0.
+async fn note_metadata_mismatch(docker: &Docker, image: &str, arch: Arch) {
+    let Ok(Some(recorded)) = docker.image_architecture(image).await else {
+        return;
+    };
+    if Arch::from_oci_name(&recorded) != Some(arch) {
+        progress::line(&format!(
+            "Image {image} is labelled {recorded}, but its files are {arch}; using {arch}"
+        ));
+    }
+}
+
+/// Runs `uname -m` through the image's shell, which proves that its binaries execute.
+async fn probe_machine(docker: &Docker, container: &str, image: &str) -> anyhow::Result<String> {
+    let (outcome, output) = docker
+        .exec_capture(container, &[IMAGE_SHELL, "-c", "uname -m"])
+        .await?;
+    let text = String::from_utf8_lossy(&output).trim().to_owned();
+    if outcome.exit_code != 0 {
+        bail!(
+            "the container of image `{image}` cannot run its own binaries (exit code {}): {text}",
+            outcome.exit_code
+        );
+    }
+    Ok(text)
+}

@@ -1,0 +1,175 @@
+//! The `run` stage: runs one script of the job in the job container.
+//!
+//! The script reaches the container's shell over the exec's standard input, never as a
+//! file or an argument, and its output is forwarded byte for byte to the driver's own
+//! standard output and standard error. A non-zero exit of the script is a build failure;
+//! a missing container, a lost daemon or a container that stopped is a system failure.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use crate::docker::{Docker, ExecRequest, OutputSink};
+use crate::env::{self, EnvSnapshot};
+use crate::failure::Failure;
+use crate::job::JobContext;
+use crate::names::JobNames;
+use crate::progress;
+use crate::settings::Settings;
+use crate::shutdown::Shutdown;
+
+/// Shells tried in order; the runner's scripts run in bash and in POSIX sh.
+const SHELLS: [&str; 3] = ["/bin/bash", "/usr/bin/bash", "/bin/sh"];
+
+/// Runs the script at `script_path`; `stage` names the runner's sub-stage and only
+/// labels messages, so unknown stage names work like any other.
+pub async fn run(
+    settings: &Settings,
+    job: &JobContext,
+    snapshot: &EnvSnapshot,
+    script_path: &Path,
+    stage: &str,
+    shutdown: &mut Shutdown,
+) -> Result<(), Failure> {
+    // A code left by an earlier stage must not be read as this stage's code.
+    let code_file = snapshot.path(env::BUILD_EXIT_CODE_FILE);
+    if let Some(path) = &code_file {
+        remove_if_present(path)?;
+    }
+    let script = std::fs::read(script_path).with_context(|| {
+        format!(
+            "failed to read the script `{}` of stage `{stage}`",
+            script_path.display()
+        )
+    })?;
+
+    let names = JobNames::for_job(job);
+    let docker = Docker::connect().await?;
+    let container = &names.container;
+    let shell = pick_shell(&docker, container).await?;
+
+    let request = ExecRequest {
+        command: vec![shell.to_owned()],
+        input: Some(script),
+        ..Default::default()
+    };
+    // Standard output and standard error are written unbuffered, so every byte reaches
+    // the runner as soon as the container sent it.
+    let mut stdout = raw_stream(1);
+    let mut stderr = raw_stream(2);
+    let mut sink = OutputSink {
+        stdout: &mut *stdout,
+        stderr: &mut *stderr,
+    };
+    let outcome = tokio::select! {
+        outcome = docker.exec(container, request, &mut sink) => outcome.with_context(|| {
+            format!("stage `{stage}` failed in container `{container}`")
+        })?,
+        () = shutdown.wait() => {
+            stop_after_signal(&docker, container, stage, settings).await;
+            return Err(Failure::Interrupted);
+        }
+    };
+    if outcome.exit_code == 0 {
+        return Ok(());
+    }
+
+    if !outcome.started {
+        return Err(anyhow!(
+            "the shell `{shell}` could not start in container `{container}` (exit code {})",
+            outcome.exit_code
+        )
+        .into());
+    }
+    check_container_alive(&docker, container, stage).await?;
+    let exit_code = i32::try_from(outcome.exit_code).unwrap_or(1);
+    if let Some(path) = &code_file {
+        std::fs::write(path, format!("{exit_code}\n")).with_context(|| {
+            format!("failed to write the exit code to `{}`", path.display())
+        })?;
+    }
+    Err(Failure::Build { exit_code })
+}
+
+/// Prefers bash, as the runner's scripts are written for it, and falls back to sh.
+async fn pick_shell(docker: &Docker, container: &str) -> anyhow::Result<&'static str> {
+    let Some(details) = docker.inspect_container(container).await? else {
+        return Err(anyhow!(
+            "container `{container}` does not exist; the prepare stage did not create it or \
+             cleanup already removed it"
+        ));
+    };
+    if details.state.and_then(|state| state.running) != Some(true) {
+        return Err(anyhow!("container `{container}` is not running"));
+    }
+    for shell in SHELLS {
+        if docker.path_exists(container, shell).await? {
+            return Ok(shell);
+        }
+    }
+    Err(anyhow!("container `{container}` has no shell at {}", SHELLS.join(", ")))
+}
+
+/// Fails when the container stopped, because then the script's exit code says nothing
+/// about the script (for example 137 after an out-of-memory kill).
+async fn check_container_alive(docker: &Docker, container: &str, stage: &str) -> anyhow::Result<()> {
+    let details = docker.inspect_container(container).await?;
+    let state = details.and_then(|details| details.state);
+    let Some(state) = state else {
+        return Err(anyhow!(
+            "container `{container}` was removed while stage `{stage}` ran"
+        ));
+    };
+    if state.running == Some(true) {
+        return Ok(());
+    }
+    let reason = if state.oom_killed == Some(true) {
+        "it was killed for exceeding its memory limit (OOM)".to_owned()
+    } else {
+        format!(
+            "it stopped with exit code {}",
+            state.exit_code.unwrap_or_default()
+        )
+    };
+    Err(anyhow!(
+        "container `{container}` stopped while stage `{stage}` ran: {reason}"
+    ))
+}
+
+/// Stops the job's processes after SIGTERM or SIGINT; the container stays for the stages
+/// that the runner still runs after a cancel (after_script, uploads).
+async fn stop_after_signal(docker: &Docker, container: &str, stage: &str, settings: &Settings) {
+    let grace = Duration::from_secs(settings.stop_timeout);
+    progress::line(&format!(
+        "Stopping stage {stage}: sending SIGTERM to the job's processes in {container}"
+    ));
+    match docker.stop_job_processes(container, grace).await {
+        Ok(report) if report.killed => progress::line(&format!(
+            "Processes still running after {}s received SIGKILL",
+            settings.stop_timeout
+        )),
+        Ok(_) => {}
+        Err(error) => progress::warning(&format!("{error:#}")),
+    }
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != ErrorKind::NotFound => Err(error)
+            .with_context(|| format!("failed to remove the exit code file `{}`", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// A writer on an inherited file descriptor without Rust's line buffering; the descriptor
+/// stays open when the writer is dropped.
+fn raw_stream(fd: i32) -> ManuallyDrop<File> {
+    // SAFETY: descriptors 1 and 2 are open for the whole process, and ManuallyDrop keeps
+    // this File from closing them.
+    ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
+}
