@@ -108,8 +108,8 @@ pub fn read_entries(root: &Path) -> anyhow::Result<Vec<Entry>> {
     }
 
     let mut entries = Vec::new();
-    let listing = fs::read_dir(root)
-        .with_context(|| format!("failed to list `{}`", root.display()))?;
+    let listing =
+        fs::read_dir(root).with_context(|| format!("failed to list `{}`", root.display()))?;
     for item in listing {
         let item = item.with_context(|| format!("failed to list `{}`", root.display()))?;
         let name = item.file_name().to_string_lossy().into_owned();
@@ -171,7 +171,10 @@ pub fn plan(root: &Path, header: &[u8], arch: Arch) -> anyhow::Result<Emulation>
         return Ok(Emulation::Native);
     }
     let entries = read_entries(root)?;
-    let matching: Vec<&Entry> = entries.iter().filter(|entry| entry.matches(header)).collect();
+    let matching: Vec<&Entry> = entries
+        .iter()
+        .filter(|entry| entry.matches(header))
+        .collect();
     let qemu_name = qemu_arch_name(arch);
     let Some(entry) = matching
         .iter()
@@ -224,7 +227,10 @@ fn check_static(host_path: &Path, entry: &Entry, qemu_name: &str) -> anyhow::Res
     let bytes = fs::read(host_path)
         .with_context(|| format!("failed to read the interpreter `{}`", host_path.display()))?;
     let is_static = elf::is_statically_linked(&bytes).with_context(|| {
-        format!("the interpreter `{}` is not a valid ELF file", host_path.display())
+        format!(
+            "the interpreter `{}` is not a valid ELF file",
+            host_path.display()
+        )
     })?;
     if !is_static {
         bail!(
@@ -297,7 +303,10 @@ mod tests {
 
     #[test]
     fn extension_entry_is_skipped() {
-        assert_eq!(parse_entry("jar", "enabled\ninterpreter /x\nflags: \nextension .jar\n"), None);
+        assert_eq!(
+            parse_entry("jar", "enabled\ninterpreter /x\nflags: \nextension .jar\n"),
+            None
+        );
     }
 
     fn fake_root(entry_text: &str) -> tempfile::TempDir {
@@ -324,23 +333,31 @@ mod tests {
 
     #[test]
     fn plan_fails_for_missing_interpreter_without_f() {
-        let text = ARM_ENTRY
-            .replace("flags: PF", "flags: P")
-            .replace("/usr/libexec/qemu-binfmt/arm-binfmt-P", "/nonexistent/qemu-arm");
+        let text = ARM_ENTRY.replace("flags: PF", "flags: P").replace(
+            "/usr/libexec/qemu-binfmt/arm-binfmt-P",
+            "/nonexistent/qemu-arm",
+        );
         let root = fake_root(&text);
         let error = plan(root.path(), &arm_header(), Arch::Arm).unwrap_err();
-        assert!(format!("{error:#}").contains("/nonexistent/qemu-arm"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("/nonexistent/qemu-arm"),
+            "{error:#}"
+        );
     }
 
     #[test]
     fn plan_rejects_dynamic_interpreter() {
         let dynamic = std::env::current_exe().unwrap();
-        let text = ARM_ENTRY
-            .replace("flags: PF", "flags: P")
-            .replace("/usr/libexec/qemu-binfmt/arm-binfmt-P", dynamic.to_str().unwrap());
+        let text = ARM_ENTRY.replace("flags: PF", "flags: P").replace(
+            "/usr/libexec/qemu-binfmt/arm-binfmt-P",
+            dynamic.to_str().unwrap(),
+        );
         let root = fake_root(&text);
         let error = plan(root.path(), &arm_header(), Arch::Arm).unwrap_err();
-        assert!(format!("{error:#}").contains("dynamically linked"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("dynamically linked"),
+            "{error:#}"
+        );
     }
 
     #[test]
@@ -356,6 +373,9 @@ mod tests {
     fn plan_reports_unmounted_binfmt() {
         let root = tempfile::tempdir().unwrap();
         let error = plan(root.path(), &arm_header(), Arch::Arm).unwrap_err();
-        assert!(format!("{error:#}").contains("mount -t binfmt_misc"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("mount -t binfmt_misc"),
+            "{error:#}"
+        );
     }
 }

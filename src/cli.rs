@@ -36,4 +36,14 @@ pub enum Command {
     },
     /// Remove the job's container and volumes (cleanup_exec).
     Cleanup,
+    /// Remove containers and volumes of jobs whose cleanup never came.
+    Gc {
+        /// Remove job objects older than this many seconds, instead of each job's timeout
+        /// plus one hour (or the settings' gc_max_age).
+        #[arg(long, value_name = "SECONDS")]
+        max_age: Option<u64>,
+        /// Print what would be removed without removing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

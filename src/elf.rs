@@ -234,8 +234,14 @@ mod tests {
     #[test]
     fn header_names_common_architectures() {
         assert_eq!(parse_header(&header(1, 1, 40)).unwrap().arch, Arch::Arm);
-        assert_eq!(parse_header(&header(2, 1, 183)).unwrap().arch, Arch::Aarch64);
-        assert_eq!(parse_header(&header(2, 1, 243)).unwrap().arch, Arch::Riscv64);
+        assert_eq!(
+            parse_header(&header(2, 1, 183)).unwrap().arch,
+            Arch::Aarch64
+        );
+        assert_eq!(
+            parse_header(&header(2, 1, 243)).unwrap().arch,
+            Arch::Riscv64
+        );
         assert_eq!(parse_header(&header(2, 1, 21)).unwrap().arch, Arch::Ppc64le);
         assert_eq!(parse_header(&header(2, 2, 22)).unwrap().arch, Arch::S390x);
     }
@@ -261,7 +267,13 @@ mod tests {
 
     #[test]
     fn platform_names_round_trip() {
-        for arch in [Arch::Arm, Arch::Aarch64, Arch::X86_64, Arch::Riscv64, Arch::Ppc64le] {
+        for arch in [
+            Arch::Arm,
+            Arch::Aarch64,
+            Arch::X86_64,
+            Arch::Riscv64,
+            Arch::Ppc64le,
+        ] {
             assert_eq!(Arch::from_oci_name(arch.oci_name()), Some(arch));
         }
     }

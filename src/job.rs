@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::env::{self, job, EnvSnapshot};
@@ -90,7 +90,16 @@ impl JobContext {
             Some(path) => Some(read_response(&path)?),
             None => None,
         };
-        Ok(Self::from_parts(snapshot, response))
+        let context = Self::from_parts(snapshot, response);
+        if context.job_id.trim().is_empty() {
+            bail!(
+                "the job id is missing: neither `{}` nor `CUSTOM_ENV_{}` is set; cross-executor \
+                 expects to be started by gitlab-runner's custom executor",
+                env::JOB_RESPONSE_FILE,
+                job::JOB_ID
+            );
+        }
+        Ok(context)
     }
 
     fn from_parts(snapshot: &EnvSnapshot, response: Option<JobResponse>) -> Self {

@@ -7,6 +7,7 @@
 //!   values; [`names`] derives Docker object names and labels from the job.
 //! - [`elf`], [`binfmt`] and [`platform`] decide how the image's binaries will run.
 //! - [`docker`] is the only module that talks to the Docker Engine API.
+//! - [`gc`] removes what jobs without a cleanup left behind.
 //! - [`failure`] sorts outcomes into build and system failures; [`shutdown`] handles
 //!   SIGTERM and SIGINT; [`progress`] writes the driver's lines to the job log.
 
@@ -16,6 +17,7 @@ pub mod docker;
 pub mod elf;
 pub mod env;
 pub mod failure;
+pub mod gc;
 pub mod job;
 pub mod names;
 pub mod platform;
@@ -23,6 +25,8 @@ pub mod progress;
 pub mod settings;
 pub mod shutdown;
 pub mod stages;
+
+use std::time::Duration;
 
 use cli::{Cli, Command};
 use env::EnvSnapshot;
@@ -41,7 +45,9 @@ pub fn main_with(cli: Cli) -> u8 {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            progress::line(&format!("ERROR: failed to start the async runtime: {error}"));
+            progress::line(&format!(
+                "ERROR: failed to start the async runtime: {error}"
+            ));
             return codes.system_failure;
         }
     };
@@ -61,6 +67,17 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
     let mut shutdown = Shutdown::install()
         .map_err(|error| anyhow::anyhow!("failed to install signal handlers: {error}"))?;
     let settings = Settings::load(cli.config.as_deref(), snapshot)?;
+    if let Command::Gc { max_age, dry_run } = cli.command {
+        let policy = gc::GcPolicy {
+            max_age: max_age.or(settings.gc_max_age).map(Duration::from_secs),
+            dry_run,
+        };
+        return tokio::select! {
+            outcome = stages::gc::run(policy) => Ok(outcome?),
+            () = shutdown.wait() => Err(Failure::Interrupted),
+        };
+    }
+
     let job = JobContext::load(snapshot)?;
     match cli.command {
         Command::Config => Ok(stages::config::run(&settings, &job)?),
@@ -74,5 +91,6 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
                 () = shutdown.wait() => Err(Failure::Interrupted),
             }
         }
+        Command::Gc { .. } => unreachable!("handled before the job context is loaded"),
     }
 }

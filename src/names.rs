@@ -18,6 +18,9 @@ pub const LABEL_PIPELINE_ID: &str = "io.cross-executor.pipeline-id";
 pub const LABEL_RUNNER: &str = "io.cross-executor.runner";
 /// Label with the creation time in Unix seconds.
 pub const LABEL_CREATED: &str = "io.cross-executor.created";
+/// Label with the job timeout in seconds, when the runner sent one; garbage collection
+/// treats a job object as abandoned once this time and a margin have passed.
+pub const LABEL_TIMEOUT: &str = "io.cross-executor.timeout";
 /// Label whose value `job` marks objects removed with the job and `shared` marks objects
 /// kept across jobs (the project's cache volume).
 pub const LABEL_SCOPE: &str = "io.cross-executor.scope";
@@ -67,15 +70,15 @@ pub fn job_labels(job: &JobContext) -> HashMap<String, String> {
     labels.insert(LABEL_SCOPE.into(), "job".into());
     labels.insert(LABEL_JOB_ID.into(), job.job_id.clone());
     labels.insert(LABEL_PIPELINE_ID.into(), job.pipeline_id.clone());
+    if let Some(timeout) = job.timeout_seconds {
+        labels.insert(LABEL_TIMEOUT.into(), timeout.to_string());
+    }
     labels
 }
 
 /// Labels for an object shared by the project's jobs.
 pub fn shared_labels(job: &JobContext) -> HashMap<String, String> {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default();
+    let created = unix_now();
     HashMap::from([
         (LABEL_MANAGED.into(), "true".into()),
         (LABEL_SCOPE.into(), "shared".into()),
@@ -83,6 +86,14 @@ pub fn shared_labels(job: &JobContext) -> HashMap<String, String> {
         (LABEL_RUNNER.into(), job.runner_short_token.clone()),
         (LABEL_CREATED.into(), created.to_string()),
     ])
+}
+
+/// The current time in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
 }
 
 /// Maps an id to characters Docker accepts in names (`[a-zA-Z0-9_.-]`); an empty id
@@ -144,7 +155,10 @@ mod tests {
 
     #[test]
     fn names_are_deterministic() {
-        assert_eq!(JobNames::for_job(&job("abc", "5")), JobNames::for_job(&job("abc", "5")));
+        assert_eq!(
+            JobNames::for_job(&job("abc", "5")),
+            JobNames::for_job(&job("abc", "5"))
+        );
         assert_eq!(
             JobNames::for_job(&job("abc", "5")).container,
             "cross-executor-abc-0-12-5"

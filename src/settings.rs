@@ -58,6 +58,9 @@ pub struct Settings {
     pub network_mode: Option<String>,
     /// Seconds between SIGTERM and SIGKILL for the job's processes when a stage is canceled.
     pub stop_timeout: u64,
+    /// Age in seconds after which `gc` and the sweep in `prepare` remove a job's container
+    /// and volumes; when unset, the job's timeout plus one hour.
+    pub gc_max_age: Option<u64>,
 }
 
 impl Default for Settings {
@@ -69,6 +72,7 @@ impl Default for Settings {
             cache_dir: "/cache".to_owned(),
             network_mode: None,
             stop_timeout: 10,
+            gc_max_age: None,
         }
     }
 }
@@ -89,13 +93,17 @@ impl Settings {
 
     /// Parses and checks settings text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let settings: Settings = toml::from_str(text).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let settings: Settings =
+            toml::from_str(text).map_err(|error| anyhow::anyhow!("{error}"))?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        for (key, value) in [("builds_dir", &self.builds_dir), ("cache_dir", &self.cache_dir)] {
+        for (key, value) in [
+            ("builds_dir", &self.builds_dir),
+            ("cache_dir", &self.cache_dir),
+        ] {
             if !value.starts_with('/') || value.trim_end_matches('/').is_empty() {
                 bail!("`{key}` must be an absolute directory other than `/`, got `{value}`");
             }

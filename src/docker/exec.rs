@@ -108,7 +108,10 @@ impl Docker {
             .start_exec(&exec.id, Some(start))
             .await
             .with_context(|| {
-                format!("failed to start `{}` in container `{container}`", command.join(" "))
+                format!(
+                    "failed to start `{}` in container `{container}`",
+                    command.join(" ")
+                )
             })?;
         let StartExecResults::Attached {
             mut output,

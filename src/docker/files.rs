@@ -61,7 +61,9 @@ impl Docker {
         let options = DownloadFromContainerOptions {
             path: resolved.clone(),
         };
-        let mut stream = self.client.download_from_container(container, Some(options));
+        let mut stream = self
+            .client
+            .download_from_container(container, Some(options));
 
         // The archive holds the file's tar header (after a PAX header when Docker adds
         // one) and its contents; reading stops once enough bytes for `limit` arrived.

@@ -23,8 +23,10 @@ impl Docker {
                  `never`; build or load it on the host, or allow another pull policy"
             ),
             (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
-            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
-                self.pull(reference, platform, progress).await.with_context(|| {
+            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => self
+                .pull(reference, platform, progress)
+                .await
+                .with_context(|| {
                     if present {
                         format!("failed to pull image `{reference}` (pull policy `always`)")
                     } else {
@@ -33,8 +35,7 @@ impl Docker {
                              pulled"
                         )
                     }
-                })
-            }
+                }),
         }
     }
 
@@ -98,8 +99,14 @@ mod tests {
     #[test]
     fn default_tag_only_when_missing() {
         assert_eq!(with_default_tag("busybox"), "busybox:latest");
-        assert_eq!(with_default_tag("reg:5000/team/img"), "reg:5000/team/img:latest");
-        assert_eq!(with_default_tag("reg:5000/team/img:v1"), "reg:5000/team/img:v1");
+        assert_eq!(
+            with_default_tag("reg:5000/team/img"),
+            "reg:5000/team/img:latest"
+        );
+        assert_eq!(
+            with_default_tag("reg:5000/team/img:v1"),
+            "reg:5000/team/img:v1"
+        );
         assert_eq!(with_default_tag("img@sha256:abc"), "img@sha256:abc");
     }
 }

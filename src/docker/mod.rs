@@ -28,6 +28,13 @@ pub struct Docker {
     client: bollard::Docker,
 }
 
+/// A container or volume found by its labels.
+#[derive(Debug, Clone)]
+pub struct LabelledObject {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
 /// What the driver needs to create a job container.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
@@ -197,8 +204,11 @@ impl Docker {
         Ok(image.architecture)
     }
 
-    /// Names of all containers, running or not, that carry every `key=value` label given.
-    pub async fn containers_with_labels(&self, labels: &[String]) -> anyhow::Result<Vec<String>> {
+    /// All containers, running or not, that carry every `key=value` label given.
+    pub async fn containers_with_labels(
+        &self,
+        labels: &[String],
+    ) -> anyhow::Result<Vec<LabelledObject>> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(HashMap::from([("label".to_owned(), labels.to_vec())])),
@@ -211,13 +221,21 @@ impl Docker {
             .context("failed to list containers")?;
         Ok(containers
             .into_iter()
-            .filter_map(|container| container.names?.into_iter().next())
-            .map(|name| name.trim_start_matches('/').to_owned())
+            .filter_map(|container| {
+                let name = container.names?.into_iter().next()?;
+                Some(LabelledObject {
+                    name: name.trim_start_matches('/').to_owned(),
+                    labels: container.labels.unwrap_or_default(),
+                })
+            })
             .collect())
     }
 
-    /// Names of all volumes that carry every `key=value` label given.
-    pub async fn volumes_with_labels(&self, labels: &[String]) -> anyhow::Result<Vec<String>> {
+    /// All volumes that carry every `key=value` label given.
+    pub async fn volumes_with_labels(
+        &self,
+        labels: &[String],
+    ) -> anyhow::Result<Vec<LabelledObject>> {
         let options = ListVolumesOptions {
             filters: Some(HashMap::from([("label".to_owned(), labels.to_vec())])),
         };
@@ -230,7 +248,10 @@ impl Docker {
             .volumes
             .unwrap_or_default()
             .into_iter()
-            .map(|volume| volume.name)
+            .map(|volume| LabelledObject {
+                name: volume.name,
+                labels: volume.labels,
+            })
             .collect())
     }
 }

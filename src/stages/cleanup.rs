@@ -31,7 +31,7 @@ pub async fn remove_job_resources(docker: &Docker, job: &JobContext) -> anyhow::
         format!("{}={}", names::LABEL_RUNNER, job.runner_short_token),
     ];
     match docker.containers_with_labels(&job_filter).await {
-        Ok(found) => containers.extend(found),
+        Ok(found) => containers.extend(found.into_iter().map(|object| object.name)),
         Err(error) => failures.push(format!("{error:#}")),
     }
     containers.sort();
@@ -46,7 +46,7 @@ pub async fn remove_job_resources(docker: &Docker, job: &JobContext) -> anyhow::
 
     let mut volumes = vec![names.builds_volume.clone()];
     match docker.volumes_with_labels(&job_filter).await {
-        Ok(found) => volumes.extend(found),
+        Ok(found) => volumes.extend(found.into_iter().map(|object| object.name)),
         Err(error) => failures.push(format!("{error:#}")),
     }
     volumes.sort();

@@ -2,5 +2,6 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod gc;
 pub mod prepare;
 pub mod run;

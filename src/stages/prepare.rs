@@ -8,12 +8,15 @@
 //! container is created first and, when the interpreter must be injected, created again
 //! with the bind mount.
 
+use std::time::Duration;
+
 use anyhow::{anyhow, bail, Context};
 
 use crate::binfmt::{self, Emulation};
 use crate::docker::{ContainerSpec, Docker};
 use crate::elf::{self, Arch};
 use crate::failure::Failure;
+use crate::gc::{self, GcPolicy};
 use crate::job::JobContext;
 use crate::names::{self, JobNames};
 use crate::platform::Platform;
@@ -24,6 +27,8 @@ use crate::stages::cleanup;
 
 /// The shell every image must have; the keep-alive entrypoint and the probe use it.
 const IMAGE_SHELL: &str = "/bin/sh";
+/// Longest time the garbage collection sweep may add to `prepare`.
+const SWEEP_TIME_LIMIT: Duration = Duration::from_secs(5);
 /// Bytes of the shell read to decide its architecture.
 const ELF_HEADER_BYTES: usize = 64;
 
@@ -47,6 +52,7 @@ pub async fn run(
     let policy = pull_policy(job, settings)?;
     let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
     let docker = Docker::connect().await?;
+    sweep_abandoned(&docker, settings).await;
 
     let outcome = tokio::select! {
         outcome = create_job_container(&docker, settings, job, &image, policy, platform.as_ref()) => {
@@ -60,6 +66,29 @@ pub async fn run(
         }
     }
     outcome
+}
+
+/// Removes objects of earlier jobs whose cleanup never came, within a time limit so a
+/// slow daemon cannot hold up the job; failures only produce a warning.
+async fn sweep_abandoned(docker: &Docker, settings: &Settings) {
+    let policy = GcPolicy {
+        max_age: settings.gc_max_age.map(Duration::from_secs),
+        dry_run: false,
+    };
+    let mut report_line = |line: &str| progress::line(&format!("Garbage collection: {line}"));
+    let sweep = gc::collect(docker, policy, &mut report_line);
+    match tokio::time::timeout(SWEEP_TIME_LIMIT, sweep).await {
+        Ok(Ok(report)) if report.errors.is_empty() => {}
+        Ok(Ok(report)) => progress::warning(&format!(
+            "garbage collection failed for some objects: {}",
+            report.errors.join("; ")
+        )),
+        Ok(Err(error)) => progress::warning(&format!("garbage collection failed: {error:#}")),
+        Err(_) => progress::warning(&format!(
+            "garbage collection stopped after {}s; run `cross-executor gc` to finish it",
+            SWEEP_TIME_LIMIT.as_secs()
+        )),
+    }
 }
 
 /// The job's pull policy when it names one, else the settings' policy.
@@ -86,7 +115,9 @@ async fn create_job_container(
     let names = JobNames::for_job(job);
     let platform_text = job.platform.as_deref();
     docker
-        .ensure_image(image, policy, platform_text, &mut |line| progress::line(line))
+        .ensure_image(image, policy, platform_text, &mut |line| {
+            progress::line(line)
+        })
         .await?;
 
     if docker.remove_container(&names.container).await? {
@@ -124,7 +155,9 @@ async fn create_job_container(
         .read_file_start(&names.container, IMAGE_SHELL, ELF_HEADER_BYTES)
         .await?
         .ok_or_else(|| {
-            anyhow!("image `{image}` has no `{IMAGE_SHELL}`; cross-executor needs a POSIX shell there")
+            anyhow!(
+                "image `{image}` has no `{IMAGE_SHELL}`; cross-executor needs a POSIX shell there"
+            )
         })?;
     let arch = elf::parse_header(&header)
         .map_err(|error| {

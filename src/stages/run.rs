@@ -89,9 +89,8 @@ pub async fn run(
     check_container_alive(&docker, container, stage).await?;
     let exit_code = i32::try_from(outcome.exit_code).unwrap_or(1);
     if let Some(path) = &code_file {
-        std::fs::write(path, format!("{exit_code}\n")).with_context(|| {
-            format!("failed to write the exit code to `{}`", path.display())
-        })?;
+        std::fs::write(path, format!("{exit_code}\n"))
+            .with_context(|| format!("failed to write the exit code to `{}`", path.display()))?;
     }
     Err(Failure::Build { exit_code })
 }
@@ -112,12 +111,19 @@ async fn pick_shell(docker: &Docker, container: &str) -> anyhow::Result<&'static
             return Ok(shell);
         }
     }
-    Err(anyhow!("container `{container}` has no shell at {}", SHELLS.join(", ")))
+    Err(anyhow!(
+        "container `{container}` has no shell at {}",
+        SHELLS.join(", ")
+    ))
 }
 
 /// Fails when the container stopped, because then the script's exit code says nothing
 /// about the script (for example 137 after an out-of-memory kill).
-async fn check_container_alive(docker: &Docker, container: &str, stage: &str) -> anyhow::Result<()> {
+async fn check_container_alive(
+    docker: &Docker,
+    container: &str,
+    stage: &str,
+) -> anyhow::Result<()> {
     let details = docker.inspect_container(container).await?;
     let state = details.and_then(|details| details.state);
     let Some(state) = state else {

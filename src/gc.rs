@@ -1,0 +1,145 @@
+//! Garbage collection of job containers and volumes whose cleanup never came, for example
+//! because the runner crashed or was killed.
+//!
+//! Only objects with the driver's `scope=job` label are candidates; the projects' shared
+//! cache volumes are never removed. An object is abandoned once its job's timeout (from
+//! its labels) plus a margin has passed since it was created, or, when a maximum age is
+//! given, once it is older than that.
+
+use std::time::Duration;
+
+use crate::docker::{Docker, LabelledObject};
+use crate::names;
+
+/// Added to a job's timeout before its objects count as abandoned, because cleanup runs
+/// after the job and may take its own time.
+const TIMEOUT_MARGIN_SECONDS: u64 = 3600;
+/// Age used when an object carries no timeout label: GitLab's default job timeout is one
+/// hour, and a day leaves room for longer project timeouts.
+const FALLBACK_MAX_AGE_SECONDS: u64 = 24 * 3600;
+
+/// Which objects a collection removes.
+#[derive(Debug, Clone, Copy)]
+pub struct GcPolicy {
+    /// Fixed maximum age; `None` derives it per object from the job timeout.
+    pub max_age: Option<Duration>,
+    /// List what would be removed without removing it.
+    pub dry_run: bool,
+}
+
+/// What a collection found and did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Removes abandoned job containers first, then abandoned job volumes, passing one line
+/// for each to `report_line`.
+pub async fn collect(
+    docker: &Docker,
+    policy: GcPolicy,
+    report_line: &mut dyn FnMut(&str),
+) -> anyhow::Result<GcReport> {
+    let filter = [
+        format!("{}=true", names::LABEL_MANAGED),
+        format!("{}=job", names::LABEL_SCOPE),
+    ];
+    let now = names::unix_now();
+    let verb = if policy.dry_run {
+        "Would remove"
+    } else {
+        "Removed"
+    };
+    let mut report = GcReport::default();
+
+    for container in docker.containers_with_labels(&filter).await? {
+        if !is_abandoned(&container, now, policy.max_age) {
+            continue;
+        }
+        if !policy.dry_run {
+            if let Err(error) = docker.remove_container(&container.name).await {
+                report.errors.push(format!("{error:#}"));
+                continue;
+            }
+        }
+        report_line(&format!("{verb} container {}", container.name));
+        report.containers.push(container.name);
+    }
+    for volume in docker.volumes_with_labels(&filter).await? {
+        if !is_abandoned(&volume, now, policy.max_age) {
+            continue;
+        }
+        if !policy.dry_run {
+            if let Err(error) = docker.remove_volume(&volume.name).await {
+                report.errors.push(format!("{error:#}"));
+                continue;
+            }
+        }
+        report_line(&format!("{verb} volume {}", volume.name));
+        report.volumes.push(volume.name);
+    }
+    Ok(report)
+}
+
+fn is_abandoned(object: &LabelledObject, now: u64, max_age: Option<Duration>) -> bool {
+    let label = |key: &str| {
+        object
+            .labels
+            .get(key)
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    // An object without a readable creation time was not made by this driver's stages.
+    let Some(created) = label(names::LABEL_CREATED) else {
+        return false;
+    };
+    let allowed = match max_age {
+        Some(age) => age.as_secs(),
+        None => label(names::LABEL_TIMEOUT)
+            .map(|timeout| timeout + TIMEOUT_MARGIN_SECONDS)
+            .unwrap_or(FALLBACK_MAX_AGE_SECONDS),
+    };
+    now.saturating_sub(created) > allowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn object(created: u64, timeout: Option<u64>) -> LabelledObject {
+        let mut labels = HashMap::from([(names::LABEL_CREATED.to_owned(), created.to_string())]);
+        if let Some(timeout) = timeout {
+            labels.insert(names::LABEL_TIMEOUT.to_owned(), timeout.to_string());
+        }
+        LabelledObject {
+            name: "x".into(),
+            labels,
+        }
+    }
+
+    #[test]
+    fn abandoned_after_timeout_and_margin() {
+        let now = 100_000;
+        assert!(!is_abandoned(&object(now - 3600, Some(3600)), now, None));
+        assert!(is_abandoned(&object(now - 7300, Some(3600)), now, None));
+    }
+
+    #[test]
+    fn abandoned_uses_fixed_max_age() {
+        let now = 100_000;
+        let max_age = Some(Duration::from_secs(60));
+        assert!(is_abandoned(&object(now - 61, Some(3600)), now, max_age));
+        assert!(!is_abandoned(&object(now - 59, None), now, max_age));
+    }
+
+    #[test]
+    fn abandoned_needs_creation_label() {
+        let unlabelled = LabelledObject {
+            name: "x".into(),
+            labels: HashMap::new(),
+        };
+        assert!(!is_abandoned(&unlabelled, 1_000_000, Some(Duration::ZERO)));
+    }
+}
