@@ -45,5 +45,8 @@ pub enum Command {
         /// Print what would be removed without removing it.
         #[arg(long)]
         dry_run: bool,
+        /// Only remove objects of the runner with this short token (CI_RUNNER_SHORT_TOKEN).
+        #[arg(long, value_name = "TOKEN")]
+        runner: Option<String>,
     },
 }

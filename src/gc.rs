@@ -19,12 +19,14 @@ const TIMEOUT_MARGIN_SECONDS: u64 = 3600;
 const FALLBACK_MAX_AGE_SECONDS: u64 = 24 * 3600;
 
 /// Which objects a collection removes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GcPolicy {
     /// Fixed maximum age; `None` derives it per object from the job timeout.
     pub max_age: Option<Duration>,
     /// List what would be removed without removing it.
     pub dry_run: bool,
+    /// Only objects of the runner with this short token.
+    pub runner: Option<String>,
 }
 
 /// What a collection found and did.
@@ -42,10 +44,13 @@ pub async fn collect(
     policy: GcPolicy,
     report_line: &mut dyn FnMut(&str),
 ) -> anyhow::Result<GcReport> {
-    let filter = [
+    let mut filter = vec![
         format!("{}=true", names::LABEL_MANAGED),
         format!("{}=job", names::LABEL_SCOPE),
     ];
+    if let Some(runner) = &policy.runner {
+        filter.push(format!("{}={runner}", names::LABEL_RUNNER));
+    }
     let now = names::unix_now();
     let verb = if policy.dry_run {
         "Would remove"

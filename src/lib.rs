@@ -67,10 +67,16 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
     let mut shutdown = Shutdown::install()
         .map_err(|error| anyhow::anyhow!("failed to install signal handlers: {error}"))?;
     let settings = Settings::load(cli.config.as_deref(), snapshot)?;
-    if let Command::Gc { max_age, dry_run } = cli.command {
+    if let Command::Gc {
+        max_age,
+        dry_run,
+        runner,
+    } = cli.command
+    {
         let policy = gc::GcPolicy {
             max_age: max_age.or(settings.gc_max_age).map(Duration::from_secs),
             dry_run,
+            runner,
         };
         return tokio::select! {
             outcome = stages::gc::run(policy) => Ok(outcome?),

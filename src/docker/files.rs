@@ -9,6 +9,8 @@ use futures_util::StreamExt;
 
 use super::{is_not_found, Docker};
 
+/// Archive bytes read past the needed start before the connection is closed anyway.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 /// Symbolic links followed at most when resolving a path (Linux allows 40).
 const MAX_LINK_DEPTH: usize = 40;
 
@@ -66,15 +68,21 @@ impl Docker {
             .download_from_container(container, Some(options));
 
         // The archive holds the file's tar header (after a PAX header when Docker adds
-        // one) and its contents; reading stops once enough bytes for `limit` arrived.
+        // one) and its contents. Only the start is kept, but the rest is read too: closing
+        // the connection early makes the daemon log a broken pipe for every job.
         let wanted = 4 * 512 + limit;
         let mut archive = Vec::new();
-        while archive.len() < wanted {
-            match stream.next().await {
-                Some(chunk) => archive.extend_from_slice(&chunk.with_context(|| {
-                    format!("failed to read `{resolved}` from container `{container}`")
-                })?),
-                None => break,
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| {
+                format!("failed to read `{resolved}` from container `{container}`")
+            })?;
+            total += chunk.len();
+            if archive.len() < wanted {
+                archive.extend_from_slice(&chunk);
+            }
+            if total > MAX_DRAIN_BYTES {
+                break;
             }
         }
         drop(stream);

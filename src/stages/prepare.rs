@@ -74,6 +74,7 @@ async fn sweep_abandoned(docker: &Docker, settings: &Settings) {
     let policy = GcPolicy {
         max_age: settings.gc_max_age.map(Duration::from_secs),
         dry_run: false,
+        runner: None,
     };
     let mut report_line = |line: &str| progress::line(&format!("Garbage collection: {line}"));
     let sweep = gc::collect(docker, policy, &mut report_line);

@@ -23,6 +23,8 @@ use crate::progress;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 
+/// How long a script exit code above 128 waits for Docker to report a stopped container.
+const SIGNAL_EXIT_SETTLE_TIME: Duration = Duration::from_secs(2);
 /// Shells tried in order; the runner's scripts run in bash and in POSIX sh.
 const SHELLS: [&str; 3] = ["/bin/bash", "/usr/bin/bash", "/bin/sh"];
 
@@ -86,7 +88,7 @@ pub async fn run(
         )
         .into());
     }
-    check_container_alive(&docker, container, stage).await?;
+    check_container_alive(&docker, container, stage, outcome.exit_code).await?;
     let exit_code = i32::try_from(outcome.exit_code).unwrap_or(1);
     if let Some(path) = &code_file {
         std::fs::write(path, format!("{exit_code}\n"))
@@ -123,17 +125,31 @@ async fn check_container_alive(
     docker: &Docker,
     container: &str,
     stage: &str,
+    exit_code: i64,
 ) -> anyhow::Result<()> {
-    let details = docker.inspect_container(container).await?;
-    let state = details.and_then(|details| details.state);
-    let Some(state) = state else {
-        return Err(anyhow!(
-            "container `{container}` was removed while stage `{stage}` ran"
-        ));
+    // A killed container ends the exec with 128 + signal before Docker has recorded that
+    // the container stopped, so such codes get a short grace period to show it.
+    let settle_time = if exit_code > 128 {
+        SIGNAL_EXIT_SETTLE_TIME
+    } else {
+        Duration::ZERO
     };
-    if state.running == Some(true) {
-        return Ok(());
-    }
+    let deadline = tokio::time::Instant::now() + settle_time;
+    let state = loop {
+        let details = docker.inspect_container(container).await?;
+        let Some(state) = details.and_then(|details| details.state) else {
+            return Err(anyhow!(
+                "container `{container}` was removed while stage `{stage}` ran"
+            ));
+        };
+        if state.running != Some(true) {
+            break state;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let reason = if state.oom_killed == Some(true) {
         "it was killed for exceeding its memory limit (OOM)".to_owned()
     } else {

@@ -1,0 +1,124 @@
+//! Jobs in armhf and arm64 containers under both binfmt_misc modes, and the architecture
+//! checks.
+
+use cross_executor_integration::{Image, Outcome};
+
+use crate::support::*;
+
+#[test]
+fn armhf_without_f_flag_injects_interpreter() {
+    assert!(
+        !binfmt_flags("qemu-arm").contains('F'),
+        "qemu-arm must be registered without F; run integration/binfmt-modes.sh"
+    );
+    let job = job(BUSYBOX_ARMHF).build_script(["uname -m"]);
+    let result = harness().run_job(&job);
+    assert_success(&result);
+
+    let log = result.job_log_text();
+    assert!(log.contains("without the F flag"), "{log}");
+    assert!(
+        log.contains("/usr/libexec/qemu-binfmt/arm-binfmt-P"),
+        "{log}"
+    );
+    let build = result.stage("build_script").unwrap();
+    assert!(
+        String::from_utf8_lossy(&build.stdout).contains("armv7l"),
+        "{log}"
+    );
+}
+
+#[test]
+fn armhf_without_injection_fails() {
+    // The same image in a plain container, without the interpreter mount, cannot start:
+    // this is what the injection fixes.
+    assert!(!binfmt_flags("qemu-arm").contains('F'));
+    let (ok, output) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        BUSYBOX_ARMHF,
+        "/bin/true",
+    ]);
+    assert!(!ok, "{output}");
+    assert!(output.contains("no such file or directory"), "{output}");
+}
+
+#[test]
+fn arm64_with_f_flag_needs_no_injection() {
+    assert!(
+        binfmt_flags("qemu-aarch64").contains('F'),
+        "qemu-aarch64 must be registered with F; run integration/binfmt-modes.sh"
+    );
+    let job = job(BUSYBOX_ARM64).build_script(["uname -m"]);
+    let result = harness().run_job(&job);
+    assert_success(&result);
+
+    let log = result.job_log_text();
+    assert!(log.contains("with the F flag, nothing injected"), "{log}");
+    let build = result.stage("build_script").unwrap();
+    assert!(
+        String::from_utf8_lossy(&build.stdout).contains("aarch64"),
+        "{log}"
+    );
+}
+
+#[test]
+fn debian_armhf_runs_bash() {
+    let job = job(DEBIAN_ARMHF).build_script([
+        "dpkg --print-architecture",
+        "echo \"shell=${BASH_VERSION:+bash}\"",
+        "uname -m",
+    ]);
+    let result = harness().run_job(&job);
+    assert_success(&result);
+
+    let stdout =
+        String::from_utf8_lossy(&result.stage("build_script").unwrap().stdout).into_owned();
+    assert!(stdout.contains("\narmhf\n"), "{stdout}");
+    assert!(stdout.contains("shell=bash"), "{stdout}");
+    assert!(stdout.contains("armv7l"), "{stdout}");
+}
+
+#[test]
+fn platform_matching_files_passes_despite_metadata() {
+    // Docker 20.10 labels imported images amd64; the files are arm, as the job asks.
+    let job = job(BUSYBOX_ARMHF).image(Image::new(BUSYBOX_ARMHF).platform("linux/arm/v7"));
+    let job = job.build_script(["uname -m"]);
+    let result = harness().run_job(&job);
+    assert_success(&result);
+    let log = result.job_log_text();
+    assert!(
+        log.contains("labelled amd64, but its files are arm"),
+        "{log}"
+    );
+}
+
+#[test]
+fn platform_mismatch_is_system_failure() {
+    let job = job(BUSYBOX_ARM64).image(Image::new(BUSYBOX_ARM64).platform("linux/arm/v7"));
+    let job = job.build_script(["uname -m"]);
+    let result = harness().run_job(&job);
+
+    let Outcome::SystemFailure { stage, .. } = &result.outcome else {
+        panic!("expected a system failure, got {:?}", result.outcome);
+    };
+    assert_eq!(stage, "prepare");
+    let log = result.job_log_text();
+    assert!(log.contains("requests platform linux/arm"), "{log}");
+    assert!(log.contains("are for arm64"), "{log}");
+    assert!(leftovers(job.id).is_empty());
+}
+
+#[test]
+fn invalid_platform_is_system_failure() {
+    let job = job(BUSYBOX_ARMHF).image(Image::new(BUSYBOX_ARMHF).platform("linux/z80"));
+    let result = harness().run_job(&job.build_script(["true"]));
+    assert!(
+        matches!(result.outcome, Outcome::SystemFailure { .. }),
+        "{:?}",
+        result.outcome
+    );
+    assert!(result.job_log_text().contains("unknown architecture `z80`"));
+}

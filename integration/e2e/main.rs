@@ -1,0 +1,8 @@
+//! End-to-end tests: the built driver, driven by the runner-faithful harness, against the
+//! real Docker daemon and QEMU. integration/test.sh prepares the host and the images.
+
+mod cancellation;
+mod emulation;
+mod faults;
+mod jobs;
+mod support;
