@@ -66,6 +66,14 @@ pub fn main_with(cli: Cli) -> u8 {
 async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
     let mut shutdown = Shutdown::install()
         .map_err(|error| anyhow::anyhow!("failed to install signal handlers: {error}"))?;
+    // Cleanup needs no settings, so a broken settings file cannot leave a job behind.
+    if let Command::Cleanup = cli.command {
+        let job = JobContext::load(snapshot)?;
+        return tokio::select! {
+            outcome = stages::cleanup::run(&job) => Ok(outcome?),
+            () = shutdown.wait() => Err(Failure::Interrupted),
+        };
+    }
     let settings = Settings::load(cli.config.as_deref(), snapshot)?;
     if let Command::Gc {
         max_age,
@@ -91,12 +99,8 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
         Command::Run { script, stage } => {
             stages::run::run(&settings, &job, snapshot, &script, &stage, &mut shutdown).await
         }
-        Command::Cleanup => {
-            tokio::select! {
-                outcome = stages::cleanup::run(&job) => Ok(outcome?),
-                () = shutdown.wait() => Err(Failure::Interrupted),
-            }
+        Command::Cleanup | Command::Gc { .. } => {
+            unreachable!("handled before the settings or the job context are loaded")
         }
-        Command::Gc { .. } => unreachable!("handled before the job context is loaded"),
     }
 }
