@@ -105,7 +105,7 @@ fn is_abandoned(object: &LabelledObject, now: u64, max_age: Option<Duration>) ->
             .map(|timeout| timeout + TIMEOUT_MARGIN_SECONDS)
             .unwrap_or(FALLBACK_MAX_AGE_SECONDS),
     };
-    now.saturating_sub(created) > allowed
+    now.saturating_sub(created) >= allowed
 }
 
 #[cfg(test)]
