@@ -50,7 +50,7 @@ impl Entry {
     }
 }
 
-/// How the job container will run its binaries.
+/// Emulation mode of the job container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Emulation {
     /// The image matches the host; no interpreter is involved.
@@ -89,7 +89,7 @@ impl Emulation {
 }
 
 /// Reads every magic-type entry under `root`. A missing or unmounted directory yields an
-/// error that says how to mount it.
+/// error that shows how to mount it.
 pub fn read_entries(root: &Path) -> anyhow::Result<Vec<Entry>> {
     let status = root.join("status");
     let global = fs::read_to_string(&status).with_context(|| {

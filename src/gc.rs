@@ -18,7 +18,7 @@ const TIMEOUT_MARGIN_SECONDS: u64 = 3600;
 /// hour, and a day leaves room for longer project timeouts.
 const FALLBACK_MAX_AGE_SECONDS: u64 = 24 * 3600;
 
-/// Which objects a collection removes.
+/// Selection rules of a collection.
 #[derive(Debug, Clone)]
 pub struct GcPolicy {
     /// Fixed maximum age; `None` derives it per object from the job timeout.
@@ -29,7 +29,7 @@ pub struct GcPolicy {
     pub runner: Option<String>,
 }
 
-/// What a collection found and did.
+/// Objects a collection removed (or would remove), and the removals that failed.
 #[derive(Debug, Default)]
 pub struct GcReport {
     pub containers: Vec<String>,

@@ -1,4 +1,4 @@
-//! What the driver knows about the job: its ids, image, platform and pull policy.
+//! The job's ids, image, platform and pull policy, as the runner passes them.
 //!
 //! The runner passes every job variable as `CUSTOM_ENV_<KEY>`, but a job can define a
 //! variable of the same name and so change those values. The job payload in

@@ -26,7 +26,7 @@ pub const LABEL_TIMEOUT: &str = "io.cross-executor.timeout";
 pub const LABEL_SCOPE: &str = "io.cross-executor.scope";
 
 const PREFIX: &str = "cross-executor";
-/// Longest name we give a Docker object; longer derived names are shortened with a hash.
+/// Maximum length of a Docker object name; longer derived names are shortened with a hash.
 const MAX_NAME_LENGTH: usize = 120;
 
 /// The Docker object names of one job.

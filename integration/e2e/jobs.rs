@@ -46,7 +46,7 @@ fn missing_image_is_system_failure() {
 
 #[test]
 fn unpullable_image_names_image() {
-    // No registry answers on this port, so the pull fails at once.
+    // Nothing listens on this loopback port, so the pull fails at once.
     let image = "127.0.0.1:9/cross-executor-test/absent:1";
     let result = harness().run_job(&job(image).build_script(["true"]));
     assert!(

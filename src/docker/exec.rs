@@ -35,7 +35,7 @@ pub struct ExecRequest {
     pub input: Option<Vec<u8>>,
 }
 
-/// How an exec ended.
+/// Exit status of an exec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecOutcome {
     pub exit_code: i64,
@@ -70,7 +70,7 @@ impl Docker {
     }
 
     /// Runs the request's command with its input on standard input, closes the input so
-    /// the process sees end of file, and forwards output to `sink` as each frame arrives.
+    /// the process reads end of file, and forwards output to `sink` as each frame arrives.
     /// Memory use does not grow with the amount of output.
     pub async fn exec(
         &self,

@@ -35,7 +35,7 @@ pub struct LabelledObject {
     pub labels: HashMap<String, String>,
 }
 
-/// What the driver needs to create a job container.
+/// Configuration of a job container.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
     pub name: String,

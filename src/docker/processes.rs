@@ -16,7 +16,7 @@ use super::{Docker, OutputSink};
 /// How often the remaining processes are counted during the grace period.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// What stopping the job's processes took.
+/// Result of stopping the job's processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopReport {
     /// Whether processes were still alive after the grace period and got SIGKILL.

@@ -27,7 +27,7 @@ use crate::stages::cleanup;
 
 /// The shell every image must have; the keep-alive entrypoint and the probe use it.
 const IMAGE_SHELL: &str = "/bin/sh";
-/// Longest time the garbage collection sweep may add to `prepare`.
+/// Maximum time the garbage collection sweep may add to `prepare`.
 const SWEEP_TIME_LIMIT: Duration = Duration::from_secs(5);
 /// Bytes of the shell read to decide its architecture.
 const ELF_HEADER_BYTES: usize = 64;

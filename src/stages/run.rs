@@ -119,8 +119,8 @@ async fn pick_shell(docker: &Docker, container: &str) -> anyhow::Result<&'static
     ))
 }
 
-/// Fails when the container stopped, because then the script's exit code says nothing
-/// about the script (for example 137 after an out-of-memory kill).
+/// Fails when the container stopped, because then the exit code does not come from
+/// the script (for example 137 after an out-of-memory kill).
 async fn check_container_alive(
     docker: &Docker,
     container: &str,
