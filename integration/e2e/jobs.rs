@@ -8,6 +8,15 @@ use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
+/// A job whose build_script body is `body` inside the runner's script frame, without the
+/// runner's variable exports and command echoes.
+fn raw_build_job(image: &str, body: Vec<u8>) -> cross_executor_integration::Job {
+    job(image).sub_stage(SubStage {
+        name: "build_script".into(),
+        body: StageBody::Raw(body),
+    })
+}
+
 #[test]
 fn script_exit_code_is_build_failure() {
     let job = job(BUSYBOX_ARMHF).build_script(["echo before", "exit 42"]);
@@ -75,10 +84,7 @@ fn missing_image_and_default_is_system_failure() {
 #[test]
 fn all_byte_values_pass_unchanged() {
     let body = b"i=0; while [ $i -lt 256 ]; do printf \"\\\\$(printf %o $i)\"; i=$((i+1)); done; printf 'E' >&2".to_vec();
-    let job = job(BUSYBOX_ARMHF).sub_stage(SubStage {
-        name: "build_script".into(),
-        body: StageBody::Raw(body),
-    });
+    let job = raw_build_job(BUSYBOX_ARMHF, body);
     let result = harness().run_job(&job);
     assert_success(&result);
 
@@ -92,10 +98,7 @@ fn all_byte_values_pass_unchanged() {
 fn hundred_megabytes_match_checksum() {
     const SIZE: usize = 100 * 1024 * 1024;
     let body = format!("head -c {SIZE} /dev/zero | tr '\\0' 'x'").into_bytes();
-    let job = job(BUSYBOX_ARM64).sub_stage(SubStage {
-        name: "build_script".into(),
-        body: StageBody::Raw(body),
-    });
+    let job = raw_build_job(BUSYBOX_ARM64, body);
     let result = harness().digest_stdout("build_script").run_job(&job);
     assert_success(&result);
 
@@ -122,10 +125,7 @@ fn hundred_megabytes_match_checksum() {
 #[test]
 fn output_without_newline_and_streams_apart() {
     let body = b"printf 'out-no-newline'; printf 'err-no-newline' >&2".to_vec();
-    let job = job(BUSYBOX_ARMHF).sub_stage(SubStage {
-        name: "build_script".into(),
-        body: StageBody::Raw(body),
-    });
+    let job = raw_build_job(BUSYBOX_ARMHF, body);
     let result = harness().run_job(&job);
     assert_success(&result);
     let build = result.stage("build_script").unwrap();
