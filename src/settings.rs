@@ -1,12 +1,15 @@
 //! The driver's settings file (TOML), read in two steps: the raw file with serde, then
 //! checks that need more than a type (absolute paths, non-empty names).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use globset::Glob;
 use serde::Deserialize;
 
 use crate::env::{self, EnvSnapshot};
+use crate::platform::Platform;
 
 /// When to pull the job's image from its registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -61,7 +64,26 @@ pub struct Settings {
     /// Age in seconds after which `gc` and the sweep in `prepare` remove a job's container
     /// and volumes; when unset, the job's timeout plus one hour.
     pub gc_max_age: Option<u64>,
+    /// QEMU CPU model per platform (`QEMU_CPU` in the container), merged over the defaults;
+    /// an empty value turns a default off.
+    pub qemu_cpu: BTreeMap<String, String>,
+    /// Platforms of images that cannot say it themselves, by image name pattern.
+    pub image_platforms: Vec<ImagePlatform>,
 }
+
+/// A platform for the images whose reference matches a glob pattern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePlatform {
+    /// Glob over the image reference, for example `registry.example.com/raspbian/*`.
+    pub image: String,
+    /// Platform string, for example `linux/arm/v6`.
+    pub platform: String,
+}
+
+/// CPU models applied unless the settings override them. QEMU's default ARM CPU implements
+/// ARMv7, while Raspberry Pi 1 and Zero boards have an ARM1176 (ARMv6).
+const DEFAULT_QEMU_CPUS: [(&str, &str); 1] = [("linux/arm/v6", "arm1176")];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -73,6 +95,8 @@ impl Default for Settings {
             network_mode: None,
             stop_timeout: 10,
             gc_max_age: None,
+            qemu_cpu: BTreeMap::new(),
+            image_platforms: Vec::new(),
         }
     }
 }
@@ -119,12 +143,59 @@ impl Settings {
                 bail!("`default_image` must name an image, or be left out");
             }
         }
+        for (platform, cpu) in &self.qemu_cpu {
+            Platform::parse(platform)
+                .with_context(|| format!("invalid platform `{platform}` in `qemu_cpu`"))?;
+            if cpu.contains(char::is_whitespace) {
+                bail!("invalid CPU model `{cpu}` for `{platform}` in `qemu_cpu`; run `qemu-arm-static -cpu help` for the names");
+            }
+        }
+        for entry in &self.image_platforms {
+            Glob::new(&entry.image).with_context(|| {
+                format!(
+                    "invalid image pattern `{}` in `image_platforms`",
+                    entry.image
+                )
+            })?;
+            Platform::parse(&entry.platform).with_context(|| {
+                format!(
+                    "invalid platform in `image_platforms` for `{}`",
+                    entry.image
+                )
+            })?;
+        }
         if let Some(mode) = &self.network_mode {
             if mode.trim().is_empty() {
                 bail!("`network_mode` must name a Docker network mode, or be left out");
             }
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// The platform the settings assign to `image`: the first matching pattern wins.
+    pub fn platform_for_image(&self, image: &str) -> Option<Platform> {
+        self.image_platforms
+            .iter()
+            .find(|entry| {
+                Glob::new(&entry.image)
+                    .map(|glob| glob.compile_matcher().is_match(image))
+                    .unwrap_or(false)
+            })
+            .and_then(|entry| Platform::parse(&entry.platform).ok())
+    }
+
+    /// The QEMU CPU model for a platform, if one applies.
+    pub fn qemu_cpu_for(&self, platform: &Platform) -> Option<String> {
+        let key = platform.canonical();
+        let configured = self.qemu_cpu.get(&key).cloned().or_else(|| {
+            DEFAULT_QEMU_CPUS
+                .iter()
+                .find(|(default_key, _)| *default_key == key)
+                .map(|(_, cpu)| cpu.to_string())
+        });
+        configured.filter(|cpu| !cpu.is_empty())
     }
 }
 
@@ -153,6 +224,48 @@ mod tests {
         let message = format!("{error:#}");
         assert!(message.contains("sometimes"), "{message}");
         assert!(message.contains("if-not-present"), "{message}");
+    }
+
+    #[test]
+    fn qemu_cpu_defaults_to_arm1176_for_v6() {
+        let settings = Settings::parse("").unwrap();
+        let v6 = Platform::parse("linux/arm/v6").unwrap();
+        assert_eq!(settings.qemu_cpu_for(&v6).as_deref(), Some("arm1176"));
+        let v7 = Platform::parse("linux/arm/v7").unwrap();
+        assert_eq!(settings.qemu_cpu_for(&v7), None);
+    }
+
+    #[test]
+    fn qemu_cpu_override_and_disable() {
+        let settings = Settings::parse(
+            "[qemu_cpu]\n\"linux/arm/v6\" = \"\"\n\"linux/arm/v7\" = \"cortex-a7\"\n",
+        )
+        .unwrap();
+        let v6 = Platform::parse("linux/arm/v6").unwrap();
+        assert_eq!(settings.qemu_cpu_for(&v6), None);
+        let v7 = Platform::parse("linux/arm/v7").unwrap();
+        assert_eq!(settings.qemu_cpu_for(&v7).as_deref(), Some("cortex-a7"));
+    }
+
+    #[test]
+    fn image_platforms_match_by_glob() {
+        let settings = Settings::parse(
+            "[[image_platforms]]\nimage = \"registry.example.com/raspbian/*\"\nplatform = \"linux/arm/v6\"\n",
+        )
+        .unwrap();
+        let platform = settings
+            .platform_for_image("registry.example.com/raspbian/bookworm:1")
+            .unwrap();
+        assert_eq!(platform.canonical(), "linux/arm/v6");
+        assert!(settings.platform_for_image("debian:12").is_none());
+    }
+
+    #[test]
+    fn image_platforms_reject_bad_platform() {
+        let error =
+            Settings::parse("[[image_platforms]]\nimage = \"x\"\nplatform = \"linux/z80\"\n")
+                .unwrap_err();
+        assert!(format!("{error:#}").contains("z80"), "{error:#}");
     }
 
     #[test]

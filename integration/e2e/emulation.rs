@@ -106,8 +106,11 @@ fn platform_mismatch_is_system_failure() {
     };
     assert_eq!(stage, "prepare");
     let log = result.job_log_text();
-    assert!(log.contains("requests platform linux/arm"), "{log}");
-    assert!(log.contains("are for arm64"), "{log}");
+    assert!(
+        log.contains("platform linux/arm/v7 (from the job)"),
+        "{log}"
+    );
+    assert!(log.contains("which are for arm64"), "{log}");
     assert!(leftovers(job.id).is_empty());
 }
 

@@ -193,15 +193,18 @@ impl Docker {
         }
     }
 
-    /// The architecture recorded in the image's metadata, which may be wrong for imported
-    /// images.
-    pub async fn image_architecture(&self, reference: &str) -> anyhow::Result<Option<String>> {
+    /// Returns the architecture and variant recorded in the image's metadata, which may be
+    /// wrong for imported images.
+    pub async fn image_platform(
+        &self,
+        reference: &str,
+    ) -> anyhow::Result<(Option<String>, Option<String>)> {
         let image = self
             .client
             .inspect_image(reference)
             .await
             .with_context(|| format!("failed to inspect image `{reference}`"))?;
-        Ok(image.architecture)
+        Ok((image.architecture, image.variant))
     }
 
     /// All containers, running or not, that carry every `key=value` label given.

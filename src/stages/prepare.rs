@@ -19,7 +19,7 @@ use crate::failure::Failure;
 use crate::gc::{self, GcPolicy};
 use crate::job::JobContext;
 use crate::names::{self, JobNames};
-use crate::platform::Platform;
+use crate::platform::{self, Platform};
 use crate::progress;
 use crate::settings::{PullPolicy, Settings};
 use crate::shutdown::Shutdown;
@@ -165,24 +165,45 @@ async fn create_job_container(
             anyhow!("`{IMAGE_SHELL}` in image `{image}` (resolved to `{shell_path}`): {error}")
         })?
         .arch;
-    check_platform(image, arch, platform)?;
-    note_metadata_mismatch(docker, image, arch).await;
+    let metadata = metadata_platform(docker, image, arch).await;
+    let (effective, source) = platform::effective_platform(
+        arch,
+        platform,
+        settings.platform_for_image(image).as_ref(),
+        metadata.as_ref(),
+    )
+    .with_context(|| format!("image `{image}` cannot run as requested"))?;
 
     let emulation = binfmt::plan(binfmt::DEFAULT_ROOT.as_ref(), &header, arch)
         .with_context(|| format!("image `{image}` contains {arch} binaries"))?;
+    let cpu = match emulation {
+        Emulation::Native => None,
+        _ => settings.qemu_cpu_for(&effective),
+    };
     if let Emulation::Inject { entry, host_path } = &emulation {
         spec.read_only_binds.push((
             host_path.display().to_string(),
             entry.interpreter.display().to_string(),
         ));
+    }
+    if let Some(cpu) = &cpu {
+        // QEMU reads the CPU model from the environment of every process it starts.
+        spec.env.push(format!("QEMU_CPU={cpu}"));
+    }
+    if !spec.read_only_binds.is_empty() || !spec.env.is_empty() {
         docker.remove_container(&names.container).await?;
         docker.create_container(&spec).await?;
     }
     docker.start_container(&names.container).await?;
 
     let machine = probe_machine(docker, &names.container, image).await?;
+    let cpu_note = cpu
+        .map(|cpu| format!(", QEMU_CPU={cpu}"))
+        .unwrap_or_default();
     progress::line(&format!(
-        "Using image {image} ({arch}, uname -m: {machine}) with {}",
+        "Using image {image} as {} ({}, uname -m: {machine}) with {}{cpu_note}",
+        effective.canonical(),
+        source.describe(),
         emulation.describe()
     ));
     if let Some(entry) = emulation.entry() {
@@ -197,33 +218,24 @@ async fn create_job_container(
     Ok(())
 }
 
-/// Fails when the job asked for a platform whose architecture the image's files do not have.
-fn check_platform(image: &str, arch: Arch, platform: Option<&Platform>) -> anyhow::Result<()> {
-    let Some(platform) = platform else {
-        return Ok(());
-    };
-    if platform.arch != arch {
-        bail!(
-            "the job requests platform linux/{}, but the binaries in image `{image}` are for \
-             {arch}; use an image built for linux/{} or change `image:docker:platform`",
-            platform.arch,
-            platform.arch
-        );
-    }
-    Ok(())
-}
-
-/// Notes, without failing, when the image's metadata names another architecture than its
-/// files, as it does for images imported on Docker before 23.0.
-async fn note_metadata_mismatch(docker: &Docker, image: &str, arch: Arch) {
-    let Ok(Some(recorded)) = docker.image_architecture(image).await else {
-        return;
+/// Reads the platform from the image's metadata and notes, without failing, when it names
+/// another architecture than the binaries, as it does for images imported on Docker before
+/// 23.0.
+async fn metadata_platform(docker: &Docker, image: &str, arch: Arch) -> Option<Platform> {
+    let Ok((Some(recorded), variant)) = docker.image_platform(image).await else {
+        return None;
     };
     if Arch::from_oci_name(&recorded) != Some(arch) {
         progress::line(&format!(
             "Image {image} is labelled {recorded}, but its files are {arch}; using {arch}"
         ));
+        return None;
     }
+    let text = match variant.filter(|variant| !variant.is_empty()) {
+        Some(variant) => format!("linux/{recorded}/{variant}"),
+        None => format!("linux/{recorded}"),
+    };
+    Platform::parse(&text).ok()
 }
 
 /// Runs `uname -m` through the image's shell, which proves that its binaries execute.
