@@ -36,6 +36,11 @@ pub enum Command {
     },
     /// Remove the job's container and volumes (cleanup_exec).
     Cleanup,
+    /// Work with local images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Remove containers and volumes of jobs whose cleanup never came.
     Gc {
         /// Remove job objects older than this many seconds, instead of each job's timeout
@@ -48,5 +53,21 @@ pub enum Command {
         /// Only remove objects of the runner with this short token (CI_RUNNER_SHORT_TOKEN).
         #[arg(long, value_name = "TOKEN")]
         runner: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Turn a root filesystem archive into a local image with the right platform metadata,
+    /// also on Docker before 23.0 where `docker import --platform` is ignored.
+    Import {
+        /// Root filesystem as a tar archive, optionally gzip-compressed.
+        rootfs: PathBuf,
+        /// Platform of the files, such as linux/arm/v6 for Raspberry Pi OS (Raspbian).
+        #[arg(long)]
+        platform: String,
+        /// Name and tag of the new image, such as raspbian:bookworm.
+        #[arg(long)]
+        tag: String,
     },
 }

@@ -7,10 +7,12 @@
 //!   values; [`names`] derives Docker object names and labels from the job.
 //! - [`elf`], [`binfmt`] and [`platform`] decide how the image's binaries will run.
 //! - [`docker`] is the only module that talks to the Docker Engine API.
+//! - [`admin`] has the commands for runner admins (`image import`).
 //! - [`gc`] removes what jobs without a cleanup left behind.
 //! - [`failure`] sorts outcomes into build and system failures; [`shutdown`] handles
 //!   SIGTERM and SIGINT; [`progress`] writes the driver's lines to the job log.
 
+pub mod admin;
 pub mod binfmt;
 pub mod cli;
 pub mod docker;
@@ -28,7 +30,7 @@ pub mod stages;
 
 use std::time::Duration;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, ImageCommand};
 use env::EnvSnapshot;
 use failure::{ExitCodes, Failure};
 use job::JobContext;
@@ -66,6 +68,20 @@ pub fn main_with(cli: Cli) -> u8 {
 async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
     let mut shutdown = Shutdown::install()
         .map_err(|error| anyhow::anyhow!("failed to install signal handlers: {error}"))?;
+    if let Command::Image {
+        command:
+            ImageCommand::Import {
+                rootfs,
+                platform,
+                tag,
+            },
+    } = &cli.command
+    {
+        return tokio::select! {
+            outcome = admin::image_import::run(rootfs, platform, tag) => Ok(outcome?),
+            () = shutdown.wait() => Err(Failure::Interrupted),
+        };
+    }
     // Cleanup needs no settings, so a broken settings file cannot leave a job behind.
     if let Command::Cleanup = cli.command {
         let job = JobContext::load(snapshot)?;
@@ -99,7 +115,7 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
         Command::Run { script, stage } => {
             stages::run::run(&settings, &job, snapshot, &script, &stage, &mut shutdown).await
         }
-        Command::Cleanup | Command::Gc { .. } => {
+        Command::Cleanup | Command::Gc { .. } | Command::Image { .. } => {
             unreachable!("handled before the settings or the job context are loaded")
         }
     }

@@ -110,3 +110,22 @@ mod tests {
         assert_eq!(with_default_tag("img@sha256:abc"), "img@sha256:abc");
     }
 }
+
+impl Docker {
+    /// Sends an image archive in the format of `docker save` to the daemon's load endpoint.
+    pub async fn load_image_archive(&self, archive: &std::path::Path) -> anyhow::Result<()> {
+        let file = tokio::fs::File::open(archive)
+            .await
+            .with_context(|| format!("failed to open `{}`", archive.display()))?;
+        let body = tokio_util::io::ReaderStream::new(file);
+        let options = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            platform: None,
+        };
+        let mut stream = self.client.import_image_stream(options, body, None);
+        while let Some(item) = stream.next().await {
+            item.context("the Docker daemon failed to load the image archive")?;
+        }
+        Ok(())
+    }
+}

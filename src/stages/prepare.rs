@@ -196,7 +196,16 @@ async fn create_job_container(
     }
     docker.start_container(&names.container).await?;
 
-    let machine = probe_machine(docker, &names.container, image).await?;
+    let machine = probe_machine(docker, &names.container, image)
+        .await
+        .with_context(|| match &cpu {
+            Some(cpu) => format!(
+                "under QEMU_CPU={cpu} for {}, an illegal instruction means that the image's \
+                 binaries were built for a newer CPU than that platform has",
+                effective.canonical()
+            ),
+            None => format!("image `{image}` cannot run in its container"),
+        })?;
     let cpu_note = cpu
         .map(|cpu| format!(", QEMU_CPU={cpu}"))
         .unwrap_or_default();

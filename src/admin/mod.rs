@@ -1,0 +1,3 @@
+//! Commands for runner admins, outside the runner's stages.
+
+pub mod image_import;
