@@ -36,6 +36,20 @@ pub enum Command {
     },
     /// Remove the job's container and volumes (cleanup_exec).
     Cleanup,
+    /// Check Docker, binfmt_misc and QEMU for the configured architectures.
+    Doctor {
+        /// Also run `uname -m` in a container of this image, the way prepare does.
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register or remove QEMU entries in binfmt_misc (needs root).
+    Binfmt {
+        #[command(subcommand)]
+        command: BinfmtCommand,
+    },
     /// Work with local images.
     Image {
         #[command(subcommand)]
@@ -69,5 +83,26 @@ pub enum ImageCommand {
         /// Name and tag of the new image, such as raspbian:bookworm.
         #[arg(long)]
         tag: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinfmtCommand {
+    /// Register the host's static QEMU for each architecture with the F flag; an equal
+    /// entry is kept.
+    Install {
+        /// QEMU architecture names (arm, aarch64, riscv64, ppc64le, s390x); all of them
+        /// when left out.
+        #[arg(long = "arch", value_delimiter = ',')]
+        arches: Vec<String>,
+        /// Add the C flag, so sudo and other setuid programs work in jobs.
+        #[arg(long)]
+        credential: bool,
+    },
+    /// Remove the qemu-<arch> entries.
+    Uninstall {
+        /// QEMU architecture names; all supported ones when left out.
+        #[arg(long = "arch", value_delimiter = ',')]
+        arches: Vec<String>,
     },
 }

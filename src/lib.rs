@@ -7,7 +7,7 @@
 //!   values; [`names`] derives Docker object names and labels from the job.
 //! - [`elf`], [`binfmt`] and [`platform`] decide how the image's binaries will run.
 //! - [`docker`] is the only module that talks to the Docker Engine API.
-//! - [`admin`] has the commands for runner admins (`image import`).
+//! - [`admin`] has the commands for runner admins (`doctor`, `binfmt`, `image import`).
 //! - [`gc`] removes what jobs without a cleanup left behind.
 //! - [`failure`] sorts outcomes into build and system failures; [`shutdown`] handles
 //!   SIGTERM and SIGINT; [`progress`] writes the driver's lines to the job log.
@@ -30,7 +30,7 @@ pub mod stages;
 
 use std::time::Duration;
 
-use cli::{Cli, Command, ImageCommand};
+use cli::{BinfmtCommand, Cli, Command, ImageCommand};
 use env::EnvSnapshot;
 use failure::{ExitCodes, Failure};
 use job::JobContext;
@@ -82,6 +82,9 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
             () = shutdown.wait() => Err(Failure::Interrupted),
         };
     }
+    if let Command::Binfmt { command } = &cli.command {
+        return Ok(run_binfmt(command)?);
+    }
     // Cleanup needs no settings, so a broken settings file cannot leave a job behind.
     if let Command::Cleanup = cli.command {
         let job = JobContext::load(snapshot)?;
@@ -108,6 +111,14 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
         };
     }
 
+    if let Command::Doctor { image, json } = &cli.command {
+        let healthy = admin::doctor::run(&settings, image.as_deref(), *json, &mut shutdown).await?;
+        if !healthy {
+            return Err(anyhow::anyhow!("doctor found errors; see the fixes above").into());
+        }
+        return Ok(());
+    }
+
     let job = JobContext::load(snapshot)?;
     match cli.command {
         Command::Config => Ok(stages::config::run(&settings, &job)?),
@@ -115,8 +126,34 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
         Command::Run { script, stage } => {
             stages::run::run(&settings, &job, snapshot, &script, &stage, &mut shutdown).await
         }
-        Command::Cleanup | Command::Gc { .. } | Command::Image { .. } => {
+        Command::Cleanup
+        | Command::Gc { .. }
+        | Command::Image { .. }
+        | Command::Doctor { .. }
+        | Command::Binfmt { .. } => {
             unreachable!("handled before the settings or the job context are loaded")
         }
+    }
+}
+
+fn run_binfmt(command: &BinfmtCommand) -> anyhow::Result<()> {
+    use admin::binfmt_register::{self, BinfmtRequest, DEFAULT_ARCHES};
+
+    let (arches, credentials) = match command {
+        BinfmtCommand::Install { arches, credential } => (arches, *credential),
+        BinfmtCommand::Uninstall { arches } => (arches, false),
+    };
+    let request = BinfmtRequest {
+        arches: if arches.is_empty() {
+            DEFAULT_ARCHES.iter().map(|name| name.to_string()).collect()
+        } else {
+            arches.clone()
+        },
+        credentials,
+        root: binfmt::DEFAULT_ROOT.into(),
+    };
+    match command {
+        BinfmtCommand::Install { .. } => binfmt_register::install(&request),
+        BinfmtCommand::Uninstall { .. } => binfmt_register::uninstall(&request),
     }
 }

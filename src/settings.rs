@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use globset::Glob;
 use serde::Deserialize;
 
+use crate::admin::binfmt_register::{arch_from_qemu_name, DEFAULT_ARCHES};
 use crate::env::{self, EnvSnapshot};
 use crate::platform::Platform;
 
@@ -69,6 +70,8 @@ pub struct Settings {
     pub qemu_cpu: BTreeMap<String, String>,
     /// Platforms of images that cannot say it themselves, by image name pattern.
     pub image_platforms: Vec<ImagePlatform>,
+    /// QEMU architecture names that `doctor` checks.
+    pub architectures: Vec<String>,
 }
 
 /// A platform for the images whose reference matches a glob pattern.
@@ -97,6 +100,7 @@ impl Default for Settings {
             gc_max_age: None,
             qemu_cpu: BTreeMap::new(),
             image_platforms: Vec::new(),
+            architectures: DEFAULT_ARCHES.iter().map(|name| name.to_string()).collect(),
         }
     }
 }
@@ -163,6 +167,9 @@ impl Settings {
                     entry.image
                 )
             })?;
+        }
+        for name in &self.architectures {
+            arch_from_qemu_name(name).context("invalid entry in `architectures`")?;
         }
         if let Some(mode) = &self.network_mode {
             if mode.trim().is_empty() {

@@ -32,13 +32,24 @@ pub async fn run(rootfs: &Path, platform: &str, tag: &str) -> anyhow::Result<()>
 
     let docker = Docker::connect().await?;
     docker.load_image_archive(&archive_path).await?;
-    println!("Imported {} as {tag} ({})", rootfs.display(), platform.canonical());
+    println!(
+        "Imported {} as {tag} ({})",
+        rootfs.display(),
+        platform.canonical()
+    );
     Ok(())
 }
 
 /// Writes a `docker save` style archive with one layer made from `rootfs`.
-fn build_archive(rootfs: &Path, platform: &Platform, tag: &str, output: &Path) -> anyhow::Result<()> {
-    let work = output.parent().context("the archive path has a parent directory")?;
+fn build_archive(
+    rootfs: &Path,
+    platform: &Platform,
+    tag: &str,
+    output: &Path,
+) -> anyhow::Result<()> {
+    let work = output
+        .parent()
+        .context("the archive path has a parent directory")?;
     let layer_path = work.join("layer.tar");
     let diff_id = decompress_layer(rootfs, &layer_path)?;
 
@@ -58,8 +69,8 @@ fn build_archive(rootfs: &Path, platform: &Platform, tag: &str, output: &Path) -
     let manifest = json!([{ "Config": config_name, "RepoTags": [tag], "Layers": [layer_name] }]);
     let manifest_bytes = serde_json::to_vec(&manifest).context("failed to encode the manifest")?;
 
-    let file = File::create(output)
-        .with_context(|| format!("failed to create `{}`", output.display()))?;
+    let file =
+        File::create(output).with_context(|| format!("failed to create `{}`", output.display()))?;
     let mut builder = tar::Builder::new(BufWriter::new(file));
     append_bytes(&mut builder, &config_name, &config_bytes)?;
     append_bytes(&mut builder, "manifest.json", &manifest_bytes)?;
@@ -149,7 +160,9 @@ mod tests {
         header.set_size(3);
         header.set_mode(0o644);
         header.set_cksum();
-        builder.append_data(&mut header, "etc/hello", &b"hi\n"[..]).unwrap();
+        builder
+            .append_data(&mut header, "etc/hello", &b"hi\n"[..])
+            .unwrap();
         builder.finish().unwrap();
         path
     }
@@ -197,6 +210,9 @@ mod tests {
             &directory.path().join("image.tar"),
         )
         .unwrap_err();
-        assert!(format!("{error:#}").contains("not a tar archive"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("not a tar archive"),
+            "{error:#}"
+        );
     }
 }

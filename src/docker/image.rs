@@ -92,25 +92,6 @@ fn with_default_tag(reference: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_tag_only_when_missing() {
-        assert_eq!(with_default_tag("busybox"), "busybox:latest");
-        assert_eq!(
-            with_default_tag("reg:5000/team/img"),
-            "reg:5000/team/img:latest"
-        );
-        assert_eq!(
-            with_default_tag("reg:5000/team/img:v1"),
-            "reg:5000/team/img:v1"
-        );
-        assert_eq!(with_default_tag("img@sha256:abc"), "img@sha256:abc");
-    }
-}
-
 impl Docker {
     /// Sends an image archive in the format of `docker save` to the daemon's load endpoint.
     pub async fn load_image_archive(&self, archive: &std::path::Path) -> anyhow::Result<()> {
@@ -127,5 +108,24 @@ impl Docker {
             item.context("the Docker daemon failed to load the image archive")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tag_only_when_missing() {
+        assert_eq!(with_default_tag("busybox"), "busybox:latest");
+        assert_eq!(
+            with_default_tag("reg:5000/team/img"),
+            "reg:5000/team/img:latest"
+        );
+        assert_eq!(
+            with_default_tag("reg:5000/team/img:v1"),
+            "reg:5000/team/img:v1"
+        );
+        assert_eq!(with_default_tag("img@sha256:abc"), "img@sha256:abc");
     }
 }

@@ -68,6 +68,19 @@ impl Docker {
         Ok(Docker { client })
     }
 
+    /// Returns the daemon's version and API version.
+    pub async fn server_version(&self) -> anyhow::Result<(String, String)> {
+        let version = self
+            .client
+            .version()
+            .await
+            .context("failed to read the Docker daemon's version")?;
+        Ok((
+            version.version.unwrap_or_default(),
+            version.api_version.unwrap_or_default(),
+        ))
+    }
+
     /// Returns the container, or `None` when no container has that name or id.
     pub async fn inspect_container(
         &self,

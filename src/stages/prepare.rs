@@ -39,6 +39,24 @@ pub async fn run(
     job: &JobContext,
     shutdown: &mut Shutdown,
 ) -> Result<(), Failure> {
+    prepare_job(settings, job, shutdown).await.map(|_| ())
+}
+
+/// What `prepare` set up, for callers that report on it (`doctor --image`).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub platform: String,
+    pub emulation: String,
+    /// What `uname -m` printed in the container.
+    pub machine: String,
+}
+
+/// Does the work of [`run`] and returns what it set up.
+pub async fn prepare_job(
+    settings: &Settings,
+    job: &JobContext,
+    shutdown: &mut Shutdown,
+) -> Result<Prepared, Failure> {
     let image = job
         .image
         .clone()
@@ -112,7 +130,7 @@ async fn create_job_container(
     image: &str,
     policy: PullPolicy,
     platform: Option<&Platform>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Prepared> {
     let names = JobNames::for_job(job);
     let platform_text = job.platform.as_deref();
     docker
@@ -224,7 +242,11 @@ async fn create_job_container(
             ));
         }
     }
-    Ok(())
+    Ok(Prepared {
+        platform: effective.canonical(),
+        emulation: emulation.describe(),
+        machine,
+    })
 }
 
 /// Reads the platform from the image's metadata and notes, without failing, when it names
