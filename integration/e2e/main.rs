@@ -1,6 +1,7 @@
 //! End-to-end tests: the built driver, driven by the runner-faithful harness, against the
 //! real Docker daemon and QEMU. integration/test.sh prepares the host and the images.
 
+mod admin;
 mod cancellation;
 mod emulation;
 mod faults;
