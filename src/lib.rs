@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod binfmt;
 pub mod cli;
+pub mod container_options;
 pub mod docker;
 pub mod elf;
 pub mod env;

@@ -72,6 +72,50 @@ pub struct Settings {
     pub image_platforms: Vec<ImagePlatform>,
     /// QEMU architecture names that `doctor` checks.
     pub architectures: Vec<String>,
+
+    /// Glob patterns of the images jobs may use; any image when empty.
+    pub allowed_images: Vec<String>,
+    /// Pull policies a job's `image:pull_policy` may choose; any when empty.
+    pub allowed_pull_policies: Vec<PullPolicy>,
+    /// Memory limit of the job container, such as `512m` or `2g`.
+    pub memory: Option<String>,
+    /// Memory plus swap limit, such as `1g`; `-1` allows unlimited swap.
+    pub memory_swap: Option<String>,
+    /// CPUs the job container may use, such as `1.5`.
+    pub cpus: Option<f64>,
+    /// Maximum number of processes in the job container; 0 or -1 removes the limit.
+    pub pids_limit: i64,
+    /// Size of `/dev/shm`, such as `64m`.
+    pub shm_size: Option<String>,
+    /// Resource limits by name, each `soft:hard` or one number for both, such as
+    /// `nofile = "1024:4096"`.
+    pub ulimits: BTreeMap<String, String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// Docker security options; `no-new-privileges` by default.
+    pub security_opt: Vec<String>,
+    /// Run job containers privileged. With `allowed_privileged_images` set, only images that
+    /// match one of its patterns run privileged.
+    pub privileged: bool,
+    pub allowed_privileged_images: Vec<String>,
+    /// User (name or uid[:gid]) that runs the job's scripts; the image's user when unset.
+    pub user: Option<String>,
+    pub dns: Vec<String>,
+    /// Extra `/etc/hosts` entries as `host:address`.
+    pub extra_hosts: Vec<String>,
+    /// Bind mounts `HOST:CONTAINER[:ro|rw]` or anonymous volumes `CONTAINER`. Host paths
+    /// come only from here, never from the job.
+    pub volumes: Vec<String>,
+    /// tmpfs mounts by container path, with mount options such as `rw,size=64m`.
+    pub tmpfs: BTreeMap<String, String>,
+    /// Host devices `HOST[:CONTAINER[:PERMISSIONS]]`, such as `/dev/fuse`.
+    pub devices: Vec<String>,
+    /// Extra labels of job containers.
+    pub labels: BTreeMap<String, String>,
+    /// Extra `NAME=value` environment entries of job containers.
+    pub environment: Vec<String>,
+    /// Registry credentials in the format of `DOCKER_AUTH_CONFIG` (a Docker `config.json`).
+    pub docker_auth_config: Option<String>,
 }
 
 /// A platform for the images whose reference matches a glob pattern.
@@ -83,6 +127,9 @@ pub struct ImagePlatform {
     /// Platform string, for example `linux/arm/v6`.
     pub platform: String,
 }
+
+/// Default process limit: enough for parallel builds, low enough to stop a fork bomb.
+const DEFAULT_PIDS_LIMIT: i64 = 4096;
 
 /// CPU models applied unless the settings override them. QEMU's default ARM CPU implements
 /// ARMv7, while Raspberry Pi 1 and Zero boards have an ARM1176 (ARMv6).
@@ -101,6 +148,28 @@ impl Default for Settings {
             qemu_cpu: BTreeMap::new(),
             image_platforms: Vec::new(),
             architectures: DEFAULT_ARCHES.iter().map(|name| name.to_string()).collect(),
+            allowed_images: Vec::new(),
+            allowed_pull_policies: Vec::new(),
+            memory: None,
+            memory_swap: None,
+            cpus: None,
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            shm_size: None,
+            ulimits: BTreeMap::new(),
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            security_opt: vec!["no-new-privileges".to_owned()],
+            privileged: false,
+            allowed_privileged_images: Vec::new(),
+            user: None,
+            dns: Vec::new(),
+            extra_hosts: Vec::new(),
+            volumes: Vec::new(),
+            tmpfs: BTreeMap::new(),
+            devices: Vec::new(),
+            labels: BTreeMap::new(),
+            environment: Vec::new(),
+            docker_auth_config: None,
         }
     }
 }
@@ -171,6 +240,7 @@ impl Settings {
         for name in &self.architectures {
             arch_from_qemu_name(name).context("invalid entry in `architectures`")?;
         }
+        crate::container_options::validate(self)?;
         if let Some(mode) = &self.network_mode {
             if mode.trim().is_empty() {
                 bail!("`network_mode` must name a Docker network mode, or be left out");

@@ -6,4 +6,5 @@ mod cancellation;
 mod emulation;
 mod faults;
 mod jobs;
+mod limits;
 mod support;

@@ -52,6 +52,25 @@ impl Docker {
         container: &str,
         command: &[&str],
     ) -> anyhow::Result<(ExecOutcome, Vec<u8>)> {
+        self.exec_capture_with(container, None, command).await
+    }
+
+    /// Like [`Docker::exec_capture`], as the given user.
+    pub async fn exec_capture_as(
+        &self,
+        container: &str,
+        user: &str,
+        command: &[&str],
+    ) -> anyhow::Result<(ExecOutcome, Vec<u8>)> {
+        self.exec_capture_with(container, Some(user), command).await
+    }
+
+    async fn exec_capture_with(
+        &self,
+        container: &str,
+        user: Option<&str>,
+        command: &[&str],
+    ) -> anyhow::Result<(ExecOutcome, Vec<u8>)> {
         let mut captured = Vec::new();
         let mut errors = Vec::new();
         let outcome = {
@@ -61,6 +80,7 @@ impl Docker {
             };
             let request = ExecRequest {
                 command: command.iter().map(|part| part.to_string()).collect(),
+                user: user.map(str::to_owned),
                 ..Default::default()
             };
             self.exec(container, request, &mut sink).await?

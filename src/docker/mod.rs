@@ -12,13 +12,16 @@ use std::collections::HashMap;
 use anyhow::Context;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HostConfig, Mount, MountType,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, DeviceMapping, HostConfig, Mount, MountType,
+    ResourcesUlimits, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListVolumesOptions,
-    RemoveContainerOptions, RemoveVolumeOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StatsOptions,
 };
+use futures_util::StreamExt;
+
+use crate::container_options::HostOptions;
 
 pub use exec::{ExecOutcome, ExecRequest, OutputSink};
 pub use processes::StopReport;
@@ -52,6 +55,8 @@ pub struct ContainerSpec {
     pub volumes: Vec<(String, String)>,
     /// Read-only bind mounts as (host path, path in the container).
     pub read_only_binds: Vec<(String, String)>,
+    /// Limits, capabilities and mounts from the settings.
+    pub host: HostOptions,
 }
 
 impl Docker {
@@ -66,6 +71,35 @@ impl Docker {
             format!("failed to reach the Docker daemon at `{host}`; is dockerd running?")
         })?;
         Ok(Docker { client })
+    }
+
+    /// Returns whether the container reached its memory limit at some point, and the limit
+    /// in bytes. cgroup v1 reports a hit count (`failcnt`, left out when zero, and counted
+    /// elsewhere when swap is limited too) and the peak usage; a peak at the limit counts.
+    pub async fn memory_limit_reached(
+        &self,
+        container: &str,
+    ) -> anyhow::Result<(bool, Option<u64>)> {
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stream = self.client.stats(container, Some(options));
+        let stats = stream
+            .next()
+            .await
+            .context("Docker returned no statistics")?
+            .with_context(|| format!("failed to read statistics of container `{container}`"))?;
+        let memory = stats.memory_stats.unwrap_or_default();
+        let counted = memory.failcnt.unwrap_or(0) > 0
+            || memory
+                .stats
+                .as_ref()
+                .and_then(|values| values.get("oom_kill"))
+                .is_some_and(|kills| *kills > 0);
+        let peaked =
+            matches!((memory.max_usage, memory.limit), (Some(peak), Some(limit)) if peak >= limit);
+        Ok((counted || peaked, memory.limit))
     }
 
     /// Returns the daemon's version and API version.
@@ -126,11 +160,7 @@ impl Docker {
             env: Some(spec.env.clone()),
             hostname: spec.hostname.clone(),
             open_stdin: Some(spec.keep_stdin_open),
-            host_config: Some(HostConfig {
-                mounts: Some(mounts),
-                network_mode: spec.network_mode.clone(),
-                ..Default::default()
-            }),
+            host_config: Some(host_config(spec, mounts)),
             ..Default::default()
         };
         let options = CreateContainerOptions {
@@ -269,6 +299,49 @@ impl Docker {
                 labels: volume.labels,
             })
             .collect())
+    }
+}
+
+fn host_config(spec: &ContainerSpec, mounts: Vec<Mount>) -> HostConfig {
+    let host = &spec.host;
+    let non_empty = |values: &Vec<String>| (!values.is_empty()).then(|| values.clone());
+    HostConfig {
+        mounts: Some(mounts),
+        network_mode: spec.network_mode.clone(),
+        memory: host.memory,
+        memory_swap: host.memory_swap,
+        nano_cpus: host.nano_cpus,
+        pids_limit: host.pids_limit,
+        shm_size: host.shm_size,
+        ulimits: (!host.ulimits.is_empty()).then(|| {
+            host.ulimits
+                .iter()
+                .map(|(name, soft, hard)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(*soft),
+                    hard: Some(*hard),
+                })
+                .collect()
+        }),
+        cap_add: non_empty(&host.cap_add),
+        cap_drop: non_empty(&host.cap_drop),
+        security_opt: non_empty(&host.security_opt),
+        privileged: Some(host.privileged),
+        dns: non_empty(&host.dns),
+        extra_hosts: non_empty(&host.extra_hosts),
+        binds: non_empty(&host.binds),
+        tmpfs: (!host.tmpfs.is_empty()).then(|| host.tmpfs.clone()),
+        devices: (!host.devices.is_empty()).then(|| {
+            host.devices
+                .iter()
+                .map(|(host_path, container_path, permissions)| DeviceMapping {
+                    path_on_host: Some(host_path.clone()),
+                    path_in_container: Some(container_path.clone()),
+                    cgroup_permissions: Some(permissions.clone()),
+                })
+                .collect()
+        }),
+        ..Default::default()
     }
 }
 

@@ -8,11 +8,13 @@
 //! container is created first and, when the interpreter must be injected, created again
 //! with the bind mount.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
 use crate::binfmt::{self, Emulation};
+use crate::container_options;
 use crate::docker::{ContainerSpec, Docker};
 use crate::elf::{self, Arch};
 use crate::failure::Failure;
@@ -67,7 +69,8 @@ pub async fn prepare_job(
                  `image:` to the job or set `default_image` in the settings file"
             )
         })?;
-    let policy = pull_policy(job, settings)?;
+    container_options::check_image_allowed(settings, &image)?;
+    let policy = container_options::choose_pull_policy(settings, &job.pull_policies)?;
     let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
     let docker = Docker::connect().await?;
     sweep_abandoned(&docker, settings).await;
@@ -110,19 +113,6 @@ async fn sweep_abandoned(docker: &Docker, settings: &Settings) {
     }
 }
 
-/// The job's pull policy when it names one, else the settings' policy.
-fn pull_policy(job: &JobContext, settings: &Settings) -> anyhow::Result<PullPolicy> {
-    match job.pull_policies.first() {
-        None => Ok(settings.pull_policy),
-        Some(name) => PullPolicy::parse(name).ok_or_else(|| {
-            anyhow!(
-                "invalid pull policy `{name}` in the job; use `always`, `if-not-present` or \
-                 `never`"
-            )
-        }),
-    }
-}
-
 async fn create_job_container(
     docker: &Docker,
     settings: &Settings,
@@ -152,10 +142,18 @@ async fn create_job_container(
         .create_volume(&names.cache_volume, &names::shared_labels(job))
         .await?;
 
+    let mut labels: HashMap<String, String> = settings
+        .labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    labels.extend(names::job_labels(job));
     let mut spec = ContainerSpec {
         name: names.container.clone(),
         image: image.to_owned(),
-        labels: names::job_labels(job),
+        labels,
+        env: settings.environment.clone(),
+        host: container_options::host_options(settings, image)?,
         // A shell waiting on an open, empty standard input stays alive with no child
         // process, in any image that has a shell, busybox-only ones included.
         entrypoint: vec![IMAGE_SHELL.to_owned()],
@@ -208,7 +206,7 @@ async fn create_job_container(
         // QEMU reads the CPU model from the environment of every process it starts.
         spec.env.push(format!("QEMU_CPU={cpu}"));
     }
-    if !spec.read_only_binds.is_empty() || !spec.env.is_empty() {
+    if !spec.read_only_binds.is_empty() || cpu.is_some() {
         docker.remove_container(&names.container).await?;
         docker.create_container(&spec).await?;
     }
@@ -224,6 +222,9 @@ async fn create_job_container(
             ),
             None => format!("image `{image}` cannot run in its container"),
         })?;
+    if let Some(user) = &settings.user {
+        give_directories_to(docker, &names.container, user, settings).await?;
+    }
     let cpu_note = cpu
         .map(|cpu| format!(", QEMU_CPU={cpu}"))
         .unwrap_or_default();
@@ -267,6 +268,32 @@ async fn metadata_platform(docker: &Docker, image: &str, arch: Arch) -> Option<P
         None => format!("linux/{recorded}"),
     };
     Platform::parse(&text).ok()
+}
+
+/// Makes the builds and cache directories writable for the configured job user, because
+/// Docker creates volumes owned by root.
+async fn give_directories_to(
+    docker: &Docker,
+    container: &str,
+    user: &str,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let (outcome, output) = docker
+        .exec_capture_as(
+            container,
+            "0",
+            &["chown", user, &settings.builds_dir, &settings.cache_dir],
+        )
+        .await?;
+    if outcome.exit_code != 0 {
+        bail!(
+            "failed to give `{}` and `{}` to user `{user}` (setting `user`): {}",
+            settings.builds_dir,
+            settings.cache_dir,
+            String::from_utf8_lossy(&output).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Runs `uname -m` through the image's shell, which proves that its binaries execute.

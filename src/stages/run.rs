@@ -58,6 +58,7 @@ pub async fn run(
     let request = ExecRequest {
         command: vec![shell.to_owned()],
         input: Some(script),
+        user: settings.user.clone(),
         ..Default::default()
     };
     // Standard output and standard error are written unbuffered, so every byte reaches
@@ -89,6 +90,9 @@ pub async fn run(
         .into());
     }
     check_container_alive(&docker, container, stage, outcome.exit_code).await?;
+    if outcome.exit_code == 137 && settings.memory.is_some() {
+        check_memory_limit(&docker, container, stage).await?;
+    }
     let exit_code = i32::try_from(outcome.exit_code).unwrap_or(1);
     if let Some(path) = &code_file {
         std::fs::write(path, format!("{exit_code}\n"))
@@ -160,6 +164,31 @@ async fn check_container_alive(
     };
     Err(anyhow!(
         "container `{container}` stopped while stage `{stage}` ran: {reason}"
+    ))
+}
+
+/// Fails when a process killed with SIGKILL ran in a container that hit its memory limit:
+/// then the kernel's OOM killer ended it, not the script.
+// NOTE: page cache counts towards the peak, so a script that kills itself with SIGKILL in a
+// container whose cache filled the limit is reported as an out-of-memory kill too.
+async fn check_memory_limit(docker: &Docker, container: &str, stage: &str) -> anyhow::Result<()> {
+    let (reached, limit) = match docker.memory_limit_reached(container).await {
+        Ok(values) => values,
+        Err(error) => {
+            tracing::warn!(%error, "could not read memory statistics");
+            return Ok(());
+        }
+    };
+    tracing::debug!(reached, ?limit, "memory statistics after exit code 137");
+    if !reached {
+        return Ok(());
+    }
+    let limit = limit
+        .map(|bytes| format!(" of {} MiB", bytes / (1024 * 1024)))
+        .unwrap_or_default();
+    Err(anyhow!(
+        "a process of stage `{stage}` was killed (exit code 137) after container `{container}` \
+         reached its memory limit{limit}; raise the `memory` setting or make the job use less memory"
     ))
 }
 
