@@ -92,7 +92,7 @@ pub fn host_options(settings: &Settings, image: &str) -> anyhow::Result<HostOpti
     for device in &settings.devices {
         devices.push(parse_device(device)?);
     }
-    for (path, _) in &settings.tmpfs {
+    for path in settings.tmpfs.keys() {
         if !path.starts_with('/') {
             bail!("invalid `tmpfs` path `{path}`; use an absolute path in the container");
         }
