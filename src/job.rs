@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::env::{self, job, EnvSnapshot};
+use crate::registry_auth::JobRegistrySecrets;
 
 /// Identity and image request of one job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct JobContext {
     pub pull_policies: Vec<String>,
     /// The job timeout in seconds, when the runner sends it.
     pub timeout_seconds: Option<u64>,
+    /// Registry credentials from the job's variables.
+    pub registry_secrets: JobRegistrySecrets,
 }
 
 /// The parts of the runner's job payload that the driver reads.
@@ -119,6 +122,7 @@ impl JobContext {
             timeout_seconds: snapshot
                 .job_variable(job::JOB_TIMEOUT)
                 .and_then(|value| value.trim().parse().ok()),
+            registry_secrets: JobRegistrySecrets::from_env(snapshot),
         };
         let Some(response) = response else {
             return context;

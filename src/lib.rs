@@ -25,6 +25,7 @@ pub mod job;
 pub mod names;
 pub mod platform;
 pub mod progress;
+pub mod registry_auth;
 pub mod settings;
 pub mod shutdown;
 pub mod stages;

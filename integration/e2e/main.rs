@@ -7,4 +7,5 @@ mod emulation;
 mod faults;
 mod jobs;
 mod limits;
+mod registry;
 mod support;

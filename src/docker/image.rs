@@ -1,6 +1,7 @@
 //! Making the job's image available according to the pull policy.
 
 use anyhow::{bail, Context};
+use bollard::auth::DockerCredentials;
 use futures_util::StreamExt;
 
 use super::{is_not_found, Docker};
@@ -14,6 +15,7 @@ impl Docker {
         reference: &str,
         policy: PullPolicy,
         platform: Option<&str>,
+        credentials: Option<DockerCredentials>,
         progress: &mut dyn FnMut(&str),
     ) -> anyhow::Result<()> {
         let present = self.image_exists(reference).await?;
@@ -24,7 +26,7 @@ impl Docker {
             ),
             (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
             (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => self
-                .pull(reference, platform, progress)
+                .pull(reference, platform, credentials, progress)
                 .await
                 .with_context(|| {
                     if present {
@@ -53,15 +55,21 @@ impl Docker {
         &self,
         reference: &str,
         platform: Option<&str>,
+        credentials: Option<DockerCredentials>,
         progress: &mut dyn FnMut(&str),
     ) -> anyhow::Result<()> {
-        progress(&format!("Pulling image {reference}..."));
+        let with = if credentials.is_some() {
+            " with credentials"
+        } else {
+            ""
+        };
+        progress(&format!("Pulling image {reference}{with}..."));
         let options = bollard::query_parameters::CreateImageOptions {
             from_image: Some(with_default_tag(reference)),
             platform: platform.unwrap_or_default().to_owned(),
             ..Default::default()
         };
-        let mut stream = self.client.create_image(Some(options), None, None);
+        let mut stream = self.client.create_image(Some(options), None, credentials);
         let mut last_status = String::new();
         while let Some(item) = stream.next().await {
             let info = item?;

@@ -23,6 +23,7 @@ use crate::job::JobContext;
 use crate::names::{self, JobNames};
 use crate::platform::{self, Platform};
 use crate::progress;
+use crate::registry_auth;
 use crate::settings::{PullPolicy, Settings};
 use crate::shutdown::Shutdown;
 use crate::stages::cleanup;
@@ -123,8 +124,13 @@ async fn create_job_container(
 ) -> anyhow::Result<Prepared> {
     let names = JobNames::for_job(job);
     let platform_text = job.platform.as_deref();
+    let credentials = registry_auth::credentials_for(
+        image,
+        &job.registry_secrets,
+        settings.docker_auth_config.as_deref(),
+    )?;
     docker
-        .ensure_image(image, policy, platform_text, &mut |line| {
+        .ensure_image(image, policy, platform_text, credentials, &mut |line| {
             progress::line(line)
         })
         .await?;
