@@ -76,8 +76,10 @@ fn pull_without_credentials_fails() {
     };
     assert_eq!(stage, "prepare");
     let log = result.job_log_text();
+    // The wording depends on whether an earlier test left the image on this host.
+    assert!(log.contains(REGISTRY_IMAGE), "{log}");
     assert!(
-        log.contains(&format!("failed to pull image `{REGISTRY_IMAGE}`")),
+        log.contains("failed to pull") || log.contains("could not be pulled"),
         "{log}"
     );
     assert!(
