@@ -2,6 +2,7 @@
 //! real Docker daemon and QEMU. integration/test.sh prepares the host and the images.
 
 mod admin;
+mod bad_input;
 mod cancellation;
 mod emulation;
 mod faults;
