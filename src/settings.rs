@@ -281,6 +281,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_settings_parse() {
+        let text = include_str!("../config-examples/settings.toml");
+        let settings = Settings::parse(text).unwrap();
+        assert_eq!(settings.pids_limit, 4096);
+    }
+
+    #[test]
     fn settings_default_without_file() {
         let settings = Settings::parse("").unwrap();
         assert_eq!(settings.builds_dir, "/builds");
