@@ -30,6 +30,7 @@ run_step() {
 
 run_step "prepare host" bash integration/setup-host.sh
 run_step "build images" bash integration/build-images.sh
+run_step "build helper image" bash integration/build-helper-image.sh
 run_step "set binfmt test modes" bash integration/binfmt-modes.sh
 run_step "start registry" bash integration/registry.sh
 

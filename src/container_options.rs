@@ -51,6 +51,16 @@ pub fn validate(settings: &Settings) -> anyhow::Result<()> {
             bail!("invalid `user` `{user}`; use a name or `uid[:gid]`");
         }
     }
+    if let Some(image) = &settings.helper_image {
+        if image.trim().is_empty() {
+            bail!("`helper_image` must name an image, or be left out");
+        }
+    }
+    if let Some(path) = &settings.gitlab_runner_binary {
+        if !path.starts_with('/') {
+            bail!("invalid `gitlab_runner_binary` `{path}`; use an absolute path on the host");
+        }
+    }
     if let Some(auth) = &settings.docker_auth_config {
         serde_json::from_str::<serde_json::Value>(auth)
             .context("invalid `docker_auth_config`; it must be the JSON of a Docker config.json")?;

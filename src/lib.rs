@@ -26,6 +26,7 @@ pub mod names;
 pub mod platform;
 pub mod progress;
 pub mod registry_auth;
+pub mod routing;
 pub mod settings;
 pub mod shutdown;
 pub mod stages;

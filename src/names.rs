@@ -21,6 +21,8 @@ pub const LABEL_CREATED: &str = "io.cross-executor.created";
 /// Label with the job timeout in seconds, when the runner sent one; garbage collection
 /// treats a job object as abandoned once this time and a margin have passed.
 pub const LABEL_TIMEOUT: &str = "io.cross-executor.timeout";
+/// Label `helper` on the helper container of a job.
+pub const LABEL_ROLE: &str = "io.cross-executor.role";
 /// Label whose value `job` marks objects removed with the job and `shared` marks objects
 /// kept across jobs (the project's cache volume).
 pub const LABEL_SCOPE: &str = "io.cross-executor.scope";
@@ -33,6 +35,8 @@ const MAX_NAME_LENGTH: usize = 120;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobNames {
     pub container: String,
+    /// Container of the host's architecture for git, cache and artifact stages.
+    pub helper_container: String,
     /// Per-job volume mounted at `builds_dir`.
     pub builds_volume: String,
     /// Per-project volume mounted at `cache_dir`, shared by the project's jobs.
@@ -50,6 +54,7 @@ impl JobNames {
             &name_part(&job.job_id),
         ]);
         let builds_volume = bounded_name(&[&container, "builds"]);
+        let helper_container = bounded_name(&[&container, "helper"]);
         let cache_volume = bounded_name(&[
             PREFIX,
             "cache",
@@ -58,6 +63,7 @@ impl JobNames {
         ]);
         JobNames {
             container,
+            helper_container,
             builds_volume,
             cache_volume,
         }
@@ -169,7 +175,12 @@ mod tests {
     fn names_valid_for_odd_input() {
         for token in ["", "a b/c", "ÄÖ$`'\"\n", &"x".repeat(500)] {
             let names = JobNames::for_job(&job(token, "9"));
-            for name in [&names.container, &names.builds_volume, &names.cache_volume] {
+            for name in [
+                &names.container,
+                &names.helper_container,
+                &names.builds_volume,
+                &names.cache_volume,
+            ] {
                 assert!(is_valid_docker_name(name), "{name:?}");
                 assert!(name.len() <= MAX_NAME_LENGTH, "{name:?}");
             }

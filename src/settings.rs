@@ -116,6 +116,12 @@ pub struct Settings {
     pub environment: Vec<String>,
     /// Registry credentials in the format of `DOCKER_AUTH_CONFIG` (a Docker `config.json`).
     pub docker_auth_config: Option<String>,
+    /// Image of the host's architecture with git and gitlab-runner; when set, the source,
+    /// cache and artifact stages run natively in a helper container of it.
+    pub helper_image: Option<String>,
+    /// Statically linked gitlab-runner on the host, mounted read-only into the job container
+    /// as `/usr/local/bin/gitlab-runner`.
+    pub gitlab_runner_binary: Option<String>,
 }
 
 /// A platform for the images whose reference matches a glob pattern.
@@ -170,6 +176,8 @@ impl Default for Settings {
             labels: BTreeMap::new(),
             environment: Vec::new(),
             docker_auth_config: None,
+            helper_image: None,
+            gitlab_runner_binary: None,
         }
     }
 }

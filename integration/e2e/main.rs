@@ -6,6 +6,7 @@ mod bad_input;
 mod cancellation;
 mod emulation;
 mod faults;
+mod helper;
 mod jobs;
 mod limits;
 mod registry;

@@ -23,7 +23,7 @@ pub async fn remove_job_resources(docker: &Docker, job: &JobContext) -> anyhow::
     let names = JobNames::for_job(job);
     let mut failures = Vec::new();
 
-    let mut containers = vec![names.container.clone()];
+    let mut containers = vec![names.container.clone(), names.helper_container.clone()];
     let job_filter = [
         format!("{}=true", names::LABEL_MANAGED),
         format!("{}=job", names::LABEL_SCOPE),

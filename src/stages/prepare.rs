@@ -30,6 +30,8 @@ use crate::stages::cleanup;
 
 /// The shell every image must have; the keep-alive entrypoint and the probe use it.
 const IMAGE_SHELL: &str = "/bin/sh";
+/// Where `gitlab_runner_binary` appears in the job container; on PATH in common images.
+const GITLAB_RUNNER_PATH: &str = "/usr/local/bin/gitlab-runner";
 /// Maximum time the garbage collection sweep may add to `prepare`.
 const SWEEP_TIME_LIMIT: Duration = Duration::from_secs(5);
 /// Bytes of the shell read to decide its architecture.
@@ -172,6 +174,12 @@ async fn create_job_container(
         ],
         ..ContainerSpec::default()
     };
+    if let Some(binary) = &settings.gitlab_runner_binary {
+        spec.read_only_binds.push((
+            checked_runner_binary(binary)?,
+            GITLAB_RUNNER_PATH.to_owned(),
+        ));
+    }
     docker.create_container(&spec).await?;
 
     let (shell_path, header) = docker
@@ -212,7 +220,7 @@ async fn create_job_container(
         // QEMU reads the CPU model from the environment of every process it starts.
         spec.env.push(format!("QEMU_CPU={cpu}"));
     }
-    if !spec.read_only_binds.is_empty() || cpu.is_some() {
+    if matches!(emulation, Emulation::Inject { .. }) || cpu.is_some() {
         docker.remove_container(&names.container).await?;
         docker.create_container(&spec).await?;
     }
@@ -230,6 +238,9 @@ async fn create_job_container(
         })?;
     if let Some(user) = &settings.user {
         give_directories_to(docker, &names.container, user, settings).await?;
+    }
+    if let Some(helper_image) = &settings.helper_image {
+        start_helper(docker, settings, job, &spec, helper_image, policy).await?;
     }
     let cpu_note = cpu
         .map(|cpu| format!(", QEMU_CPU={cpu}"))
@@ -274,6 +285,70 @@ async fn metadata_platform(docker: &Docker, image: &str, arch: Arch) -> Option<P
         None => format!("linux/{recorded}"),
     };
     Platform::parse(&text).ok()
+}
+
+/// Checks that the configured gitlab-runner is statically linked, because a dynamically
+/// linked host binary cannot run inside a container of another distribution or architecture.
+fn checked_runner_binary(path: &str) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("failed to read `gitlab_runner_binary` `{path}`"))?;
+    let is_static = elf::is_statically_linked(&bytes)
+        .map_err(|error| anyhow!("`gitlab_runner_binary` `{path}`: {error}"))?;
+    if !is_static {
+        bail!(
+            "`gitlab_runner_binary` `{path}` is dynamically linked and cannot run inside the job \
+             container; use the statically linked gitlab-runner-linux-amd64 release binary"
+        );
+    }
+    Ok(path.to_owned())
+}
+
+/// Creates and starts the helper container: the helper image with the job container's
+/// volumes and host settings, minus the emulation mounts.
+async fn start_helper(
+    docker: &Docker,
+    settings: &Settings,
+    job: &JobContext,
+    job_spec: &ContainerSpec,
+    helper_image: &str,
+    policy: PullPolicy,
+) -> anyhow::Result<()> {
+    let names = JobNames::for_job(job);
+    let credentials = registry_auth::credentials_for(
+        helper_image,
+        &job.registry_secrets,
+        settings.docker_auth_config.as_deref(),
+    )?;
+    docker
+        .ensure_image(helper_image, policy, None, credentials, &mut |line| {
+            progress::line(line)
+        })
+        .await
+        .context("the helper image (setting `helper_image`) is not available")?;
+    docker.remove_container(&names.helper_container).await?;
+
+    let mut labels = job_spec.labels.clone();
+    labels.insert(names::LABEL_ROLE.to_owned(), "helper".to_owned());
+    let spec = ContainerSpec {
+        name: names.helper_container.clone(),
+        image: helper_image.to_owned(),
+        labels,
+        entrypoint: job_spec.entrypoint.clone(),
+        command: Vec::new(),
+        keep_stdin_open: true,
+        env: settings.environment.clone(),
+        network_mode: settings.network_mode.clone(),
+        volumes: job_spec.volumes.clone(),
+        host: container_options::host_options(settings, helper_image)?,
+        ..ContainerSpec::default()
+    };
+    docker.create_container(&spec).await?;
+    docker.start_container(&names.helper_container).await?;
+    progress::line(&format!(
+        "Started helper container {} from {helper_image} for the source, cache and artifact stages",
+        names.helper_container
+    ));
+    Ok(())
 }
 
 /// Makes the builds and cache directories writable for the configured job user, because

@@ -20,6 +20,7 @@ use crate::failure::Failure;
 use crate::job::JobContext;
 use crate::names::JobNames;
 use crate::progress;
+use crate::routing::{self, Target};
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 
@@ -52,7 +53,18 @@ pub async fn run(
 
     let names = JobNames::for_job(job);
     let docker = Docker::connect().await?;
-    let container = &names.container;
+    let target = routing::target_for(stage, settings.helper_image.is_some());
+    let container = match target {
+        Target::Job => &names.container,
+        Target::Helper => &names.helper_container,
+    };
+    if settings.helper_image.is_some() {
+        let place = match target {
+            Target::Job => "job container",
+            Target::Helper => "helper container",
+        };
+        progress::line(&format!("Running {stage} in the {place} {container}"));
+    }
     let shell = pick_shell(&docker, container).await?;
 
     let request = ExecRequest {
