@@ -44,58 +44,6 @@ while [ "$#" -gt 0 ]; do
     shift
 done
 
-# Converts the hex string that /proc/sys/fs/binfmt_misc/NAME shows for magic
-# and mask ("7f454c46...") into the \xNN form that the register file parses.
-hex_to_escapes() {
-    # shellcheck disable=SC2001 # parameter expansion cannot split into byte pairs
-    sed 's/../\\x&/g' <<<"$1"
-}
-
-# Re-registers the magic-type entry NAME so that it has the F flag when
-# WANT_F is 1 and lacks it when WANT_F is 0. Other flags stay as they are.
-set_fix_binary() {
-    local name=$1 want_f=$2 flags new_flags interpreter offset magic mask old_registration registration
-    binfmt_entry_exists "$name" || die "binfmt entry $name is missing; run integration/setup-host.sh"
-
-    flags=$(binfmt_field "$name" flags:)
-    if [ "$want_f" -eq 1 ]; then
-        if [[ "$flags" == *F* ]]; then
-            log "$name already has the F flag (flags: $flags)"
-            return 0
-        fi
-        new_flags=${flags}F
-    else
-        if [[ "$flags" != *F* ]]; then
-            log "$name already lacks the F flag (flags: $flags)"
-            return 0
-        fi
-        new_flags=${flags//F/}
-    fi
-
-    magic=$(binfmt_field "$name" magic)
-    [ -n "$magic" ] || die "binfmt entry $name has no magic line; only magic-type (M) entries are supported"
-    mask=$(binfmt_field "$name" mask)
-    offset=$(binfmt_field "$name" offset)
-    interpreter=$(binfmt_field "$name" interpreter)
-    if [ "$want_f" -eq 1 ]; then
-        # The kernel opens the interpreter at registration time and keeps it
-        # for every mount namespace, so it must be a static host binary.
-        is_static_elf "$interpreter" || die "interpreter $interpreter of $name is not a static ELF executable; F would break every $name program"
-    fi
-
-    old_registration=":$name:M:${offset:-0}:$(hex_to_escapes "$magic"):$(hex_to_escapes "$mask"):$interpreter:$flags"
-    registration=":$name:M:${offset:-0}:$(hex_to_escapes "$magic"):$(hex_to_escapes "$mask"):$interpreter:$new_flags"
-
-    log "re-registering $name: flags $flags -> $new_flags (interpreter $interpreter)"
-    echo -1 >"$BINFMT_DIR/$name"
-    if ! printf '%s' "$registration" >"$BINFMT_DIR/register"; then
-        log "registration failed: $registration"
-        printf '%s' "$old_registration" >"$BINFMT_DIR/register" \
-            || die "could not restore $name either; run 'update-binfmts --enable $name'"
-        die "could not register $name with flags '$new_flags'; the previous entry is restored"
-    fi
-}
-
 # Runs `uname -m` in a throwaway container of IMAGE with the extra docker run
 # arguments ARGS... and sets RUN_OUTPUT and RUN_STATUS.
 run_uname() {

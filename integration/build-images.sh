@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# Builds the local ARM test images with `docker import`, because there is no
-# registry, and checks that each one runs under QEMU emulation. The images:
-#   cross-executor-test/busybox-armhf:latest  busybox-static from Debian armhf
-#   cross-executor-test/busybox-arm64:latest  busybox-static from Debian arm64
-#   cross-executor-test/debian-armhf:bookworm debootstrap minbase, armhf
-# An image that already exists is kept. Root filesystem tarballs are cached,
-# so importing again after `docker image rm` takes seconds.
+# Builds the local test images of foreign architectures with `docker import`,
+# because there is no registry, and checks that each one runs under QEMU
+# emulation. The images:
+#   cross-executor-test/busybox-armhf:latest   busybox-static from Debian 12 armhf
+#   cross-executor-test/busybox-arm64:latest   busybox-static from Debian 12 arm64
+#   cross-executor-test/debian-armhf:bookworm  debootstrap minbase, armhf
+#   cross-executor-test/busybox-riscv64:latest busybox-static from Debian 13 riscv64
+#   cross-executor-test/busybox-ppc64le:latest busybox-static from Debian 12 ppc64el
+#   cross-executor-test/armv6-probe:latest     busybox-static from Debian 12 armel,
+#                                              plus the armhf busybox binary as
+#                                              /opt/armv7/busybox
+# An image that already exists is kept. Root filesystem tarballs and the
+# busybox-static packages are cached, so importing again after
+# `docker image rm` takes seconds.
+#
+# The armhf and arm64 packages come from the host's apt sources. The armel,
+# ppc64el and riscv64 packages come through a private apt state, because
+# Debian 12 has no riscv64 port and the host has no armel or ppc64el package
+# lists. That state is a sources list with only the Debian mirror, package
+# lists and an empty dpkg status in a temporary directory, so the host's
+# sources, package lists and dpkg architectures stay unchanged.
 #
 # Usage: build-images.sh [--force]
 #   --force  rebuild the root filesystem tarballs and import them again
 #
 # Environment:
 #   CROSS_EXECUTOR_TEST_CACHE   tarball cache directory (default /var/cache/cross-executor-test)
-#   CROSS_EXECUTOR_TEST_MIRROR  Debian mirror for debootstrap (default: the bookworm
-#                               entry of the host's apt sources, else http://deb.debian.org/debian)
+#   CROSS_EXECUTOR_TEST_MIRROR  Debian mirror for debootstrap and the private apt state
+#                               (default: the bookworm entry of the host's apt sources,
+#                               else http://deb.debian.org/debian)
 #
-# Needs root, a running dockerd and the qemu-arm and qemu-aarch64 binfmt
-# entries. integration/setup-host.sh provides all three.
+# Needs root, a running dockerd and the qemu-arm, qemu-aarch64, qemu-riscv64
+# and qemu-ppc64le binfmt entries. integration/setup-host.sh provides them.
+# Concurrent runs wait for each other through a lock file in the cache
+# directory.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,8 +41,20 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$script_dir/common.sh"
 
 CACHE_DIR=${CROSS_EXECUTOR_TEST_CACHE:-/var/cache/cross-executor-test}
+DEB_CACHE_DIR=$CACHE_DIR/debs
 DEBIAN_SUITE=bookworm
 IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# debian-archive-keyring 2023.3+deb12u2 in Debian 12 also contains the
+# Debian 13 archive keys.
+ARCHIVE_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# Debian suite of each architecture whose busybox-static package comes
+# through the private apt state. The others come from the host's apt sources.
+declare -A PRIVATE_APT_SUITES=([armel]=bookworm [ppc64el]=bookworm [riscv64]=trixie)
+# Architectures whose package this run downloaded, so that --force downloads
+# each package once even when two images use it.
+declare -A DOWNLOADED_DEBS=()
+# Background image checks that wait_for_checks collects.
+CHECK_PIDS=()
 
 usage() {
     sed -n '/^# Usage:/,/^#   --force/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
@@ -71,6 +100,18 @@ new_work_dir() {
 
 image_exists() {
     docker image inspect "$1" >/dev/null 2>&1
+}
+
+# Takes an exclusive lock on the cache directory for the rest of the run. A
+# concurrent run would otherwise delete this run's partial tarballs and build
+# the same images a second time.
+lock_cache_dir() {
+    local lock_file=$CACHE_DIR/lock
+    exec {LOCK_FD}>"$lock_file"
+    if ! flock -n "$LOCK_FD"; then
+        log "waiting for another build-images.sh run, which holds $lock_file"
+        flock "$LOCK_FD"
+    fi
 }
 
 # Writes ROOT as an uncompressed tar archive to OUTPUT, with numeric owners
@@ -139,32 +180,102 @@ debian_mirror() {
     printf '%s\n' "${mirror:-http://deb.debian.org/debian}"
 }
 
-# Builds a busybox root filesystem for Debian architecture ARCH and writes
-# its tarball to OUTPUT. QEMUBINARY runs the foreign busybox directly to
-# list its applets, which works in any binfmt mode.
-build_busybox_tarball() {
-    local arch=$1 qemu=$2 output=$3 work root deb applet
+# Creates a work directory with a download directory, DOWNLOAD_DIR, that
+# the _apt user can write to. apt-get download drops root privileges to _apt
+# when that user exists, and mktemp creates work directories with mode 0700.
+new_download_dir() {
     new_work_dir
-    work=$WORK_DIR
-    root=$work/root
-    mkdir -p "$root" "$work/download"
-    # apt-get download drops root privileges to the _apt user when that user
-    # exists, and mktemp creates the work directory with mode 0700.
-    chmod 0755 "$work"
-    chown _apt "$work/download" 2>/dev/null || true
+    chmod 0755 "$WORK_DIR"
+    DOWNLOAD_DIR=$WORK_DIR/download
+    mkdir "$DOWNLOAD_DIR"
+    chown _apt "$DOWNLOAD_DIR" 2>/dev/null || true
+}
 
-    log "downloading busybox-static:$arch"
-    (cd "$work/download" && apt-get -q download "busybox-static:$arch" >&2)
-    deb=$(find "$work/download" -name "busybox-static_*_$arch.deb" | head -n 1)
-    [ -n "$deb" ] || die "apt-get download did not produce busybox-static_*_$arch.deb in $work/download"
+# Downloads busybox-static:ARCH of Debian SUITE into DIR through a private apt
+# state in a new work directory. It reads the host's apt.conf.d, for example
+# proxy settings, but neither its sources, package lists, pinning nor dpkg
+# status.
+download_with_private_apt() {
+    local suite=$1 arch=$2 dir=$3 state mirror
+    local apt_options=()
+    new_work_dir
+    state=$WORK_DIR
+    chmod 0755 "$state"
+    mkdir "$state/lists" "$state/cache"
+    : >"$state/status"
+    mirror=$(debian_mirror)
+    # target=Packages skips the other index files that the host's apt.conf.d
+    # may enable, such as the DEP-11 metadata of appstream.
+    printf 'deb [signed-by=%s target=Packages] %s %s main\n' \
+        "$ARCHIVE_KEYRING" "$mirror" "$suite" >"$state/sources.list"
+    apt_options=(
+        -o "Dir::Etc::SourceList=$state/sources.list"
+        -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::Etc::Preferences=/dev/null
+        -o Dir::Etc::PreferencesParts=/dev/null
+        -o "Dir::State::Lists=$state/lists"
+        -o "Dir::State::status=$state/status"
+        -o "Dir::Cache=$state/cache"
+        -o "APT::Architecture=$arch"
+        -o "APT::Architectures::=$arch"
+    )
+
+    log "downloading the $suite $arch package lists from $mirror into $state"
+    apt-get -q "${apt_options[@]}" update >&2 \
+        || die "apt-get update of the private apt state for $suite $arch failed (output above); a NO_PUBKEY error means $ARCHIVE_KEYRING lacks the $suite archive key"
+    log "downloading busybox-static:$arch from $suite"
+    (cd "$dir" && apt-get -q "${apt_options[@]}" download "busybox-static:$arch" >&2)
+}
+
+# Sets BUSYBOX_DEB to the cached busybox-static package of Debian
+# architecture ARCH, downloading it first when the cache has none or when
+# --force is set.
+fetch_busybox_deb() {
+    local arch=$1 cached deb
+    cached=$(find "$DEB_CACHE_DIR" -maxdepth 1 -name "busybox-static_*_$arch.deb" | head -n 1)
+    if [ -n "$cached" ] && { [ "$FORCE" -eq 0 ] || [ -n "${DOWNLOADED_DEBS[$arch]:-}" ]; }; then
+        log "using cached package $cached"
+        BUSYBOX_DEB=$cached
+        return 0
+    fi
+
+    new_download_dir
+    if [ -n "${PRIVATE_APT_SUITES[$arch]:-}" ]; then
+        download_with_private_apt "${PRIVATE_APT_SUITES[$arch]}" "$arch" "$DOWNLOAD_DIR"
+    else
+        log "downloading busybox-static:$arch with the host's apt sources"
+        (cd "$DOWNLOAD_DIR" && apt-get -q download "busybox-static:$arch" >&2)
+    fi
+    deb=$(find "$DOWNLOAD_DIR" -name "busybox-static_*_$arch.deb" | head -n 1)
+    [ -n "$deb" ] || die "apt-get download did not produce busybox-static_*_$arch.deb in $DOWNLOAD_DIR"
+
+    rm -f "$DEB_CACHE_DIR"/busybox-static_*_"$arch".deb
+    BUSYBOX_DEB=$DEB_CACHE_DIR/${deb##*/}
+    mv "$deb" "$BUSYBOX_DEB"
+    DOWNLOADED_DEBS[$arch]=1
+    log "cached $BUSYBOX_DEB"
+}
+
+# Extracts the busybox-static package DEB into ROOT and adds the busybox
+# applet links and the few files a shell needs. QEMU runs the foreign
+# busybox directly to list its applets, which works in any binfmt mode.
+install_busybox_root() {
+    local root=$1 deb=$2 qemu=$3 applets applet
+    mkdir -p "$root"
     dpkg-deb -x "$deb" "$root"
-    [ -x "$root/bin/busybox" ] || die "$deb contains no /bin/busybox"
+    # Debian 13 ships busybox as /usr/bin/busybox for its merged /usr
+    # layout. The images keep the Debian 12 path that the applet links use.
+    if [ ! -e "$root/bin/busybox" ] && [ -f "$root/usr/bin/busybox" ]; then
+        mkdir -p "$root/bin"
+        mv "$root/usr/bin/busybox" "$root/bin/busybox"
+    fi
+    [ -x "$root/bin/busybox" ] || die "$deb contains neither /bin/busybox nor /usr/bin/busybox"
 
-    log "creating busybox applet links for $arch"
+    log "creating busybox applet links from $deb"
     # --list-full prints paths such as bin/sh and usr/bin/awk. linuxrc is
     # the initrd entry point and is not needed in a container.
-    "$qemu" "$root/bin/busybox" --list-full >"$work/applets"
-    [ -s "$work/applets" ] || die "'$qemu $root/bin/busybox --list-full' printed no applets"
+    applets=$("$qemu" "$root/bin/busybox" --list-full)
+    [ -n "$applets" ] || die "'$qemu $root/bin/busybox --list-full' printed no applets"
     while read -r applet; do
         case $applet in
             "" | linuxrc) continue ;;
@@ -173,7 +284,7 @@ build_busybox_tarball() {
         if [ ! -e "$root/$applet" ] && [ ! -L "$root/$applet" ]; then
             ln -s /bin/busybox "$root/$applet"
         fi
-    done <"$work/applets"
+    done <<<"$applets"
 
     mkdir -p "$root/etc" "$root/root" "$root/proc" "$root/sys" "$root/dev" \
         "$root/tmp" "$root/var/tmp" "$root/home"
@@ -187,6 +298,37 @@ EOF
 root:x:0:
 nogroup:x:65534:
 EOF
+}
+
+# Builds a busybox root filesystem for Debian architecture ARCH and writes
+# its tarball to OUTPUT. QEMU is the static QEMU binary for ARCH.
+build_busybox_tarball() {
+    local arch=$1 qemu=$2 output=$3 root
+    new_work_dir
+    root=$WORK_DIR/root
+    fetch_busybox_deb "$arch"
+    install_busybox_root "$root" "$BUSYBOX_DEB" "$qemu"
+    pack_root "$root" "$output"
+}
+
+# Builds the armv6-probe root filesystem and writes its tarball to OUTPUT:
+# the armel busybox-static as /bin/busybox with its applet links, and the
+# busybox binary of the armhf package as /opt/armv7/busybox. Debian 12 builds
+# armel for ARMv5TE, which an ARMv6 CPU such as QEMU's arm1176 runs, and
+# armhf for ARMv7 with Thumb-2 code, which ARMv6 lacks.
+build_armv6_probe_tarball() {
+    local output=$1 work root
+    new_work_dir
+    work=$WORK_DIR
+    root=$work/root
+    fetch_busybox_deb armel
+    install_busybox_root "$root" "$BUSYBOX_DEB" /usr/bin/qemu-arm-static
+
+    fetch_busybox_deb armhf
+    mkdir "$work/armhf"
+    dpkg-deb -x "$BUSYBOX_DEB" "$work/armhf"
+    [ -f "$work/armhf/bin/busybox" ] || die "$BUSYBOX_DEB contains no /bin/busybox"
+    install -D -m 0755 "$work/armhf/bin/busybox" "$root/opt/armv7/busybox"
 
     pack_root "$root" "$output"
 }
@@ -242,20 +384,71 @@ build_debian_tarball() {
     pack_root "$root" "$output"
 }
 
-# Runs COMMAND in a throwaway container of IMAGE and checks that it prints
-# EXPECTED. BINFMT_ENTRY decides whether the container needs the QEMU
-# interpreter bind-mounted (see set_interpreter_mount in common.sh).
-check_image_output() {
-    local image=$1 entry=$2 expected=$3 output
-    shift 3
+# Runs COMMAND in a throwaway container of IMAGE with the extra docker run
+# options DOCKER_OPTION... and sets RUN_OUTPUT (stdout and stderr),
+# RUN_STATUS and RUN_DESCRIPTION (the command line for messages, without the
+# interpreter mount). BINFMT_ENTRY decides whether the container needs the
+# QEMU interpreter bind-mounted (see set_interpreter_mount in common.sh).
+# Usage: run_in_image IMAGE BINFMT_ENTRY [DOCKER_OPTION...] -- COMMAND...
+run_in_image() {
+    local image=$1 entry=$2
+    local options=()
+    shift 2
+    while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
+        options+=("$1")
+        shift
+    done
+    [ "$#" -gt 0 ] || die "run_in_image: missing -- before the command"
+    shift
+
+    RUN_DESCRIPTION="docker run ${options[*]:+${options[*]} }$image $*"
     set_interpreter_mount "$entry"
-    if ! output=$(docker run --rm --network none "${INTERPRETER_MOUNT[@]}" "$image" "$@" 2>&1); then
-        die "'docker run $image $*' failed: $output"
+    RUN_STATUS=0
+    RUN_OUTPUT=$(docker run --rm --network none "${INTERPRETER_MOUNT[@]}" "${options[@]}" "$image" "$@" 2>&1) \
+        || RUN_STATUS=$?
+}
+
+# Checks that run_in_image exits with status 0 and prints EXPECTED.
+# Usage: check_image_output IMAGE BINFMT_ENTRY EXPECTED [DOCKER_OPTION...] -- COMMAND...
+check_image_output() {
+    local image=$1 entry=$2 expected=$3
+    shift 3
+    run_in_image "$image" "$entry" "$@"
+    if [ "$RUN_STATUS" -ne 0 ]; then
+        die "'$RUN_DESCRIPTION' failed with exit status $RUN_STATUS: $RUN_OUTPUT"
     fi
-    if [ "$output" != "$expected" ]; then
-        die "'docker run $image $*' printed '$output', expected '$expected'"
+    if [ "$RUN_OUTPUT" != "$expected" ]; then
+        die "'$RUN_DESCRIPTION' printed '$RUN_OUTPUT', expected '$expected'"
     fi
-    log "$image: '$*' prints $output (binfmt $entry flags: $(binfmt_field "$entry" flags:))"
+    log "'$RUN_DESCRIPTION' prints $RUN_OUTPUT (binfmt $entry flags: $(binfmt_field "$entry" flags:))"
+}
+
+# Checks that run_in_image exits with status EXPECTED_STATUS.
+# Usage: check_image_status IMAGE BINFMT_ENTRY EXPECTED_STATUS [DOCKER_OPTION...] -- COMMAND...
+check_image_status() {
+    local image=$1 entry=$2 expected_status=$3
+    shift 3
+    run_in_image "$image" "$entry" "$@"
+    if [ "$RUN_STATUS" -ne "$expected_status" ]; then
+        die "'$RUN_DESCRIPTION' exited with status $RUN_STATUS, expected $expected_status; output: $RUN_OUTPUT"
+    fi
+    log "'$RUN_DESCRIPTION' exits with status $RUN_STATUS${RUN_OUTPUT:+, output: $RUN_OUTPUT} (binfmt $entry flags: $(binfmt_field "$entry" flags:))"
+}
+
+# Runs CHECK ARGS... in the background, because each check starts a
+# container and the checks are independent.
+start_check() {
+    "$@" &
+    CHECK_PIDS+=("$!")
+}
+
+wait_for_checks() {
+    local pid failed=0
+    for pid in "${CHECK_PIDS[@]}"; do
+        wait "$pid" || failed=$((failed + 1))
+    done
+    CHECK_PIDS=()
+    [ "$failed" -eq 0 ] || die "$failed image checks failed; their errors are above"
 }
 
 # Imports IMAGE from the cached tarball NAME.tar, building the tarball first
@@ -299,10 +492,11 @@ main() {
     require_root
     docker info >/dev/null 2>&1 || die "docker daemon is not responding to 'docker info'; run integration/setup-host.sh"
     local entry
-    for entry in qemu-arm qemu-aarch64; do
+    for entry in qemu-arm qemu-aarch64 qemu-riscv64 qemu-ppc64le; do
         binfmt_entry_exists "$entry" || die "binfmt entry $entry is missing; run integration/setup-host.sh"
     done
-    mkdir -p "$CACHE_DIR"
+    mkdir -p "$CACHE_DIR" "$DEB_CACHE_DIR"
+    lock_cache_dir
     rm -f "$CACHE_DIR"/*.tar.partial
 
     ensure_image "$IMAGE_BUSYBOX_ARMHF" busybox-armhf /bin/sh \
@@ -311,12 +505,30 @@ main() {
         build_busybox_tarball arm64 /usr/bin/qemu-aarch64-static
     ensure_image "$IMAGE_DEBIAN_ARMHF" "debian-armhf-$DEBIAN_SUITE" /bin/bash \
         build_debian_tarball
+    ensure_image "$IMAGE_BUSYBOX_RISCV64" busybox-riscv64 /bin/sh \
+        build_busybox_tarball riscv64 /usr/bin/qemu-riscv64-static
+    ensure_image "$IMAGE_BUSYBOX_PPC64LE" busybox-ppc64le /bin/sh \
+        build_busybox_tarball ppc64el /usr/bin/qemu-ppc64le-static
+    ensure_image "$IMAGE_ARMV6_PROBE" armv6-probe /bin/sh \
+        build_armv6_probe_tarball
 
-    check_image_output "$IMAGE_BUSYBOX_ARMHF" qemu-arm armv7l uname -m
-    check_image_output "$IMAGE_BUSYBOX_ARM64" qemu-aarch64 aarch64 uname -m
-    check_image_output "$IMAGE_DEBIAN_ARMHF" qemu-arm armv7l uname -m
-    check_image_output "$IMAGE_DEBIAN_ARMHF" qemu-arm armhf dpkg --print-architecture
-    log "images ready: $IMAGE_BUSYBOX_ARMHF $IMAGE_BUSYBOX_ARM64 $IMAGE_DEBIAN_ARMHF"
+    start_check check_image_output "$IMAGE_BUSYBOX_ARMHF" qemu-arm armv7l -- uname -m
+    start_check check_image_output "$IMAGE_BUSYBOX_ARM64" qemu-aarch64 aarch64 -- uname -m
+    start_check check_image_output "$IMAGE_DEBIAN_ARMHF" qemu-arm armv7l -- uname -m
+    start_check check_image_output "$IMAGE_DEBIAN_ARMHF" qemu-arm armhf -- dpkg --print-architecture
+    start_check check_image_output "$IMAGE_BUSYBOX_RISCV64" qemu-riscv64 riscv64 -- uname -m
+    start_check check_image_output "$IMAGE_BUSYBOX_PPC64LE" qemu-ppc64le ppc64le -- uname -m
+    # QEMU_CPU=arm1176 selects the ARMv6 CPU of the Raspberry Pi 1 and Zero,
+    # on which ARMv7 code dies from SIGILL (exit status 128 + 4). --init
+    # keeps that program from being PID 1. QEMU 7.2 sends an uncaught guest
+    # signal to itself with the default action and waits for it, but the
+    # init process of a PID namespace receives only signals that it handles
+    # (pid_namespaces(7)), so QEMU as PID 1 hangs.
+    start_check check_image_output "$IMAGE_ARMV6_PROBE" qemu-arm armv6l -e QEMU_CPU=arm1176 -- uname -m
+    start_check check_image_status "$IMAGE_ARMV6_PROBE" qemu-arm 132 --init -e QEMU_CPU=arm1176 -- /opt/armv7/busybox true
+    start_check check_image_status "$IMAGE_ARMV6_PROBE" qemu-arm 0 --init -- /opt/armv7/busybox true
+    wait_for_checks
+    log "images ready: $IMAGE_BUSYBOX_ARMHF $IMAGE_BUSYBOX_ARM64 $IMAGE_DEBIAN_ARMHF $IMAGE_BUSYBOX_RISCV64 $IMAGE_BUSYBOX_PPC64LE $IMAGE_ARMV6_PROBE"
 }
 
 main "$@"

@@ -1,6 +1,6 @@
 # Shared helpers for the integration shell scripts: logging, the test image
-# names and queries on binfmt_misc entries. Source this file from bash. It
-# only defines variables and functions.
+# names, queries on binfmt_misc entries and setting their F flag. Source this
+# file from bash. It only defines variables and functions.
 # shellcheck shell=bash disable=SC2034
 
 BINFMT_DIR=/proc/sys/fs/binfmt_misc
@@ -9,6 +9,11 @@ BINFMT_DIR=/proc/sys/fs/binfmt_misc
 IMAGE_BUSYBOX_ARMHF=cross-executor-test/busybox-armhf:latest
 IMAGE_BUSYBOX_ARM64=cross-executor-test/busybox-arm64:latest
 IMAGE_DEBIAN_ARMHF=cross-executor-test/debian-armhf:bookworm
+IMAGE_BUSYBOX_RISCV64=cross-executor-test/busybox-riscv64:latest
+IMAGE_BUSYBOX_PPC64LE=cross-executor-test/busybox-ppc64le:latest
+# armel busybox as /bin/busybox (ARMv5TE code, which an ARMv6 CPU runs) and
+# the armhf busybox (ARMv7 Thumb-2 code) as /opt/armv7/busybox.
+IMAGE_ARMV6_PROBE=cross-executor-test/armv6-probe:latest
 
 log() {
     printf '%s: %s\n' "${0##*/}" "$*" >&2
@@ -69,4 +74,56 @@ set_interpreter_mount() {
     host_binary=$(readlink -f "$interpreter") || die "interpreter $interpreter of $name not found on the host"
     is_static_elf "$host_binary" || die "interpreter $host_binary of $name is not a static ELF executable"
     INTERPRETER_MOUNT=(-v "$host_binary:$interpreter:ro")
+}
+
+# Converts the hex string that /proc/sys/fs/binfmt_misc/NAME shows for magic
+# and mask ("7f454c46...") into the \xNN form that the register file parses.
+hex_to_escapes() {
+    # shellcheck disable=SC2001 # parameter expansion cannot split into byte pairs
+    sed 's/../\\x&/g' <<<"$1"
+}
+
+# Re-registers the magic-type entry NAME so that it has the F flag when
+# WANT_F is 1 and lacks it when WANT_F is 0. Other flags stay as they are.
+set_fix_binary() {
+    local name=$1 want_f=$2 flags new_flags interpreter offset magic mask old_registration registration
+    binfmt_entry_exists "$name" || die "binfmt entry $name is missing; run integration/setup-host.sh"
+
+    flags=$(binfmt_field "$name" flags:)
+    if [ "$want_f" -eq 1 ]; then
+        if [[ "$flags" == *F* ]]; then
+            log "$name already has the F flag (flags: $flags)"
+            return 0
+        fi
+        new_flags=${flags}F
+    else
+        if [[ "$flags" != *F* ]]; then
+            log "$name already lacks the F flag (flags: $flags)"
+            return 0
+        fi
+        new_flags=${flags//F/}
+    fi
+
+    magic=$(binfmt_field "$name" magic)
+    [ -n "$magic" ] || die "binfmt entry $name has no magic line; only magic-type (M) entries are supported"
+    mask=$(binfmt_field "$name" mask)
+    offset=$(binfmt_field "$name" offset)
+    interpreter=$(binfmt_field "$name" interpreter)
+    if [ "$want_f" -eq 1 ]; then
+        # The kernel opens the interpreter at registration time and keeps it
+        # for every mount namespace, so it must be a static host binary.
+        is_static_elf "$interpreter" || die "interpreter $interpreter of $name is not a static ELF executable; F would break every $name program"
+    fi
+
+    old_registration=":$name:M:${offset:-0}:$(hex_to_escapes "$magic"):$(hex_to_escapes "$mask"):$interpreter:$flags"
+    registration=":$name:M:${offset:-0}:$(hex_to_escapes "$magic"):$(hex_to_escapes "$mask"):$interpreter:$new_flags"
+
+    log "re-registering $name: flags $flags -> $new_flags (interpreter $interpreter)"
+    echo -1 >"$BINFMT_DIR/$name"
+    if ! printf '%s' "$registration" >"$BINFMT_DIR/register"; then
+        log "registration failed: $registration"
+        printf '%s' "$old_registration" >"$BINFMT_DIR/register" \
+            || die "could not restore $name either; run 'update-binfmts --enable $name'"
+        die "could not register $name with flags '$new_flags'; the previous entry is restored"
+    fi
 }

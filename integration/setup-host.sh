@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Prepares a Debian 12 x86_64 host for the integration tests: installs the
-# missing packages, mounts binfmt_misc, enables the qemu-arm and qemu-aarch64
-# binfmt entries and starts dockerd when no daemon responds. Each step is
-# skipped when its result already exists, so a second run takes seconds.
-# It leaves the binfmt flags as registered, because integration/binfmt-modes.sh
-# sets the test modes.
+# missing packages, mounts binfmt_misc, enables the qemu-arm, qemu-aarch64,
+# qemu-riscv64 and qemu-ppc64le binfmt entries and starts dockerd when no
+# daemon responds. Each step is skipped when its result already exists, so a
+# second run takes seconds.
+# It leaves the flags of qemu-arm and qemu-aarch64 as registered, because
+# integration/binfmt-modes.sh sets their test modes. qemu-riscv64 and
+# qemu-ppc64le get the F flag when they lack it, because their test images
+# run without an interpreter mount.
 # A dockerd started here runs unsupervised until it is stopped or the host
 # reboots, and the next run starts it again.
 #
@@ -23,10 +26,15 @@ DOCKERD_WAIT=${CROSS_EXECUTOR_TEST_DOCKERD_WAIT:-60}
 FOREIGN_ARCHITECTURES=(armhf arm64)
 # tini provides /usr/bin/docker-init for `docker run --init`. The apt
 # package lists of the foreign architectures are for build-images.sh, which
-# downloads busybox-static:armhf and busybox-static:arm64.
+# downloads busybox-static:armhf and busybox-static:arm64. It downloads the
+# armel, ppc64el and riscv64 packages through its own apt state instead, so
+# the host's dpkg architectures and `apt-get update` stay as they are (Debian
+# 12 has no riscv64 port).
 PACKAGES=(docker.io containerd runc tini iptables qemu-user-static binfmt-support
     debootstrap debian-archive-keyring gpgv file procps util-linux tar)
-BINFMT_ENTRIES=(qemu-arm qemu-aarch64)
+BINFMT_ENTRIES=(qemu-arm qemu-aarch64 qemu-riscv64 qemu-ppc64le)
+# Entries that must have the F flag. The others keep their flags.
+BINFMT_ENTRIES_FIX_BINARY=(qemu-riscv64 qemu-ppc64le)
 
 export DEBIAN_FRONTEND=noninteractive
 # Waits for a concurrent apt or dpkg run instead of failing on its lock.
@@ -160,6 +168,9 @@ main() {
     local name
     for name in "${BINFMT_ENTRIES[@]}"; do
         ensure_binfmt_entry "$name"
+    done
+    for name in "${BINFMT_ENTRIES_FIX_BINARY[@]}"; do
+        set_fix_binary "$name" 1
     done
     ensure_dockerd
     log "host is ready ($(docker version --format 'docker server {{.Server.Version}}, API {{.Server.APIVersion}}'))"
