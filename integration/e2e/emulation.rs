@@ -125,3 +125,68 @@ fn invalid_platform_is_system_failure() {
     );
     assert!(result.job_log_text().contains("unknown architecture `z80`"));
 }
+
+#[test]
+fn riscv64_and_ppc64le_jobs_run() {
+    for (image, machine) in [(BUSYBOX_RISCV64, "riscv64"), (BUSYBOX_PPC64LE, "ppc64le")] {
+        let result = harness().run_job(&job(image).build_script(["uname -m"]));
+        assert_success(&result);
+        let stdout =
+            String::from_utf8_lossy(&result.stage("build_script").unwrap().stdout).into_owned();
+        assert!(stdout.contains(machine), "{image}: {stdout}");
+    }
+}
+
+#[test]
+fn armv6_platform_uses_arm1176() {
+    let job = job(ARMV6_PROBE)
+        .image(Image::new(ARMV6_PROBE).platform("linux/arm/v6"))
+        .build_script(["uname -m", "/opt/armv7/busybox true"]);
+    let result = harness().run_job(&job);
+
+    let log = result.job_log_text();
+    assert!(log.contains("as linux/arm/v6 (from the job"), "{log}");
+    assert!(log.contains("QEMU_CPU=arm1176"), "{log}");
+    let stdout =
+        String::from_utf8_lossy(&result.stage("build_script").unwrap().stdout).into_owned();
+    assert!(stdout.contains("armv6l"), "{stdout}");
+    // The ARMv7 binary dies with SIGILL (128 + 4), a failure of the job's own code.
+    let Outcome::BuildFailure { exit_code, .. } = &result.outcome else {
+        panic!("expected a build failure, got {:?}\n{log}", result.outcome);
+    };
+    assert_eq!(*exit_code, 132);
+    assert!(log.contains("Illegal instruction"), "{log}");
+}
+
+#[test]
+fn armv7_platform_runs_armv7_code() {
+    let job = job(ARMV6_PROBE)
+        .image(Image::new(ARMV6_PROBE).platform("linux/arm/v7"))
+        .build_script(["uname -m", "/opt/armv7/busybox true", "echo armv7-ok"]);
+    let result = harness().run_job(&job);
+    assert_success(&result);
+    let stdout =
+        String::from_utf8_lossy(&result.stage("build_script").unwrap().stdout).into_owned();
+    assert!(stdout.contains("armv7l"), "{stdout}");
+    assert!(stdout.contains("armv7-ok"), "{stdout}");
+    assert!(!result.job_log_text().contains("QEMU_CPU"));
+}
+
+#[test]
+fn settings_image_pattern_selects_armv6() {
+    let settings = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        settings.path(),
+        "network_mode = \"none\"\n[[image_platforms]]\nimage = \"cross-executor-test/armv6-*\"\nplatform = \"linux/arm/v6\"\n",
+    )
+    .unwrap();
+    let driver = cross_executor_integration::DriverCommand::new(DRIVER)
+        .env("CROSS_EXECUTOR_CONFIG", settings.path());
+    let result = harness_with(driver).run_job(&job(ARMV6_PROBE).build_script(["uname -m"]));
+    assert_success(&result);
+    let log = result.job_log_text();
+    assert!(log.contains("as linux/arm/v6 (from the settings"), "{log}");
+    let stdout =
+        String::from_utf8_lossy(&result.stage("build_script").unwrap().stdout).into_owned();
+    assert!(stdout.contains("armv6l"), "{stdout}");
+}

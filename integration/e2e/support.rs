@@ -11,6 +11,11 @@ use cross_executor_integration::{DriverCommand, Harness, Image, Job, JobResult};
 pub const BUSYBOX_ARMHF: &str = "cross-executor-test/busybox-armhf:latest";
 pub const BUSYBOX_ARM64: &str = "cross-executor-test/busybox-arm64:latest";
 pub const DEBIAN_ARMHF: &str = "cross-executor-test/debian-armhf:bookworm";
+pub const BUSYBOX_RISCV64: &str = "cross-executor-test/busybox-riscv64:latest";
+pub const BUSYBOX_PPC64LE: &str = "cross-executor-test/busybox-ppc64le:latest";
+/// armel busybox (ARMv5TE code) as the shell, plus the armhf busybox (ARMv7 Thumb-2 code) at
+/// /opt/armv7/busybox.
+pub const ARMV6_PROBE: &str = "cross-executor-test/armv6-probe:latest";
 
 pub const DRIVER: &str = env!("CARGO_BIN_EXE_cross-executor");
 pub const SETTINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/integration/e2e/settings.toml");
