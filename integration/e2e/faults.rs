@@ -194,3 +194,166 @@ fn eight_concurrent_jobs_stay_apart() {
         assert!(leftovers(job_id).is_empty());
     }
 }
+
+/// A second Docker daemon of the test's own, with its own socket, data and containerd, so
+/// the test can kill it without disturbing the tests that use the host's daemon.
+struct SecondDaemon {
+    directory: tempfile::TempDir,
+    process: Option<std::process::Child>,
+}
+
+impl SecondDaemon {
+    fn start() -> Self {
+        let mut daemon = SecondDaemon {
+            directory: tempfile::tempdir().unwrap(),
+            process: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn socket(&self) -> String {
+        format!("unix://{}/docker.sock", self.directory.path().display())
+    }
+
+    fn cli(&self, args: &[&str]) -> (bool, String) {
+        let socket = self.socket();
+        let mut all = vec!["-H", socket.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    fn spawn(&mut self) {
+        let root = self.directory.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("dockerd.log"))
+            .unwrap();
+        let child = std::process::Command::new("dockerd")
+            .arg("--host")
+            .arg(self.socket())
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .args(["--cgroup-parent", "/cross-executor-test-daemon"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd starts");
+        self.process = Some(child);
+        for _ in 0..150 {
+            if self.cli(&["version"]).0 {
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "the second dockerd did not answer; see {}/dockerd.log",
+            root.display()
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for SecondDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // What outlived the daemon: its containerd and shims, whose command lines name the
+        // daemon's directory, and the container processes in the daemon's cgroup.
+        let root = self.directory.path().display().to_string();
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f", &root])
+            .status();
+        let cgroups = std::process::Command::new("find")
+            .args([
+                "/sys/fs/cgroup",
+                "-path",
+                "*cross-executor-test-daemon*",
+                "-name",
+                "cgroup.procs",
+            ])
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default();
+        for procs in cgroups.lines() {
+            for pid in std::fs::read_to_string(procs).unwrap_or_default().lines() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid])
+                    .status();
+            }
+        }
+        // dockerd bind-mounts its data root and keeps network namespaces under its exec root.
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .filter(|point| point.starts_with(root.as_str()))
+            .collect();
+        points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+        for point in points {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", point])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn killed_daemon_is_system_failure() {
+    let mut daemon = SecondDaemon::start();
+    let loaded = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker save {BUSYBOX_ARMHF} | docker -H {} load -q",
+            daemon.socket()
+        ))
+        .status()
+        .unwrap();
+    assert!(loaded.success());
+
+    let job = job(BUSYBOX_ARMHF).build_script(["sleep 60"]);
+    let name = container_name(job.id);
+    let driver = driver().env("DOCKER_HOST", daemon.socket());
+    let started = std::time::Instant::now();
+    let result = thread::scope(|scope| {
+        let running = scope.spawn(|| harness_with(driver).run_job(&job));
+        let mut seen = false;
+        for _ in 0..150 {
+            thread::sleep(Duration::from_millis(200));
+            if daemon.cli(&["top", &name]).1.contains("sleep 60") {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "the script never started");
+        daemon.kill();
+        running.join().unwrap()
+    });
+
+    let Outcome::SystemFailure { stage, .. } = &result.outcome else {
+        panic!("expected a system failure, got {:?}", result.outcome);
+    };
+    assert_eq!(stage, "build_script");
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // The container outlived its daemon; dropping the daemon removes what is left.
+}
