@@ -62,8 +62,10 @@ pub fn validate(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     if let Some(auth) = &settings.docker_auth_config {
-        serde_json::from_str::<serde_json::Value>(auth)
-            .context("invalid `docker_auth_config`; it must be the JSON of a Docker config.json")?;
+        // The parse error is left out because it can quote a credential.
+        if serde_json::from_str::<serde_json::Value>(auth).is_err() {
+            bail!("invalid `docker_auth_config`; it must be the JSON of a Docker config.json");
+        }
     }
     Ok(())
 }

@@ -118,9 +118,15 @@ fn from_auth_config(
     host: &str,
     source: &str,
 ) -> anyhow::Result<Option<DockerCredentials>> {
-    // The parse error of serde_json quotes no input, so it cannot leak a credential.
-    let parsed: AuthConfig = serde_json::from_str(config)
-        .with_context(|| format!("invalid JSON in {source}; it must be a Docker config.json"))?;
+    // serde_json's messages can quote a value, which may be a password, so only the
+    // position of the error is passed on.
+    let parsed: AuthConfig = serde_json::from_str(config).map_err(|error| {
+        anyhow::anyhow!(
+            "invalid {source} at line {}, column {}; it must be the JSON of a Docker config.json",
+            error.line(),
+            error.column()
+        )
+    })?;
     let Some(entry) = parsed
         .auths
         .iter()
@@ -153,7 +159,7 @@ fn from_auth_config(
     }))
 }
 
-/// The registry part of an image reference, `docker.io` when it has none.
+/// Returns the registry part of an image reference, `docker.io` when it has none.
 pub fn registry_host(image: &str) -> String {
     match image.split_once('/') {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => {
@@ -251,6 +257,18 @@ mod tests {
         assert!(message.contains("r.io"), "{message}");
         assert!(!message.contains("secret-value"), "{message}");
         assert!(!message.contains("c2VjcmV0"), "{message}");
+    }
+
+    #[test]
+    fn malformed_config_does_not_leak() {
+        let job = JobRegistrySecrets {
+            docker_auth_config: Some(r#"{"auths": {"r.io": "user:hunter2"}}"#.into()),
+            ..Default::default()
+        };
+        let error = credentials_for("r.io/x", &job, None).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("line 1"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

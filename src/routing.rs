@@ -1,4 +1,4 @@
-//! Which container runs a sub-stage when a helper image is configured.
+//! The choice of container for each sub-stage when a helper image is configured.
 //!
 //! The runner's own sub-stages for sources, caches and artifacts only run git and
 //! gitlab-runner on the shared volumes, so they run natively in the helper container,
@@ -17,7 +17,7 @@ pub const HELPER_STAGES: [&str; 8] = [
     "upload_artifacts_on_failure",
 ];
 
-/// Where a sub-stage runs.
+/// Container that runs a sub-stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Job,

@@ -1,5 +1,5 @@
 //! `cross-executor doctor`: checks that this host can run the configured architectures and
-//! says how to fix what it cannot.
+//! prints how to fix what it cannot.
 
 use std::path::Path;
 use std::process::Command;
