@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use base64::Engine;
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
