@@ -198,8 +198,20 @@ impl Settings {
 
     /// Parses and checks settings text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let settings: Settings =
-            toml::from_str(text).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let settings: Settings = toml::from_str(text).map_err(|error| {
+            // The error is reported without the quoted source line, which could hold
+            // `docker_auth_config` and so a credential; the job log shows this message.
+            let position = error
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+                    format!(" at line {line}, column {column}")
+                })
+                .unwrap_or_default();
+            anyhow::anyhow!("{}{position}", error.message().trim_end())
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -308,6 +320,14 @@ mod tests {
         let message = format!("{error:#}");
         assert!(message.contains("build_dir"), "{message}");
         assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_does_not_quote_line() {
+        let text = "docker_auth_config = '{\"auths\": {\"r\": {\"password\": \"hunter2\"}}}' oops\n";
+        let message = format!("{:#}", Settings::parse(text).unwrap_err());
+        assert!(message.contains("line 1"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]
