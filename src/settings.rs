@@ -207,7 +207,16 @@ impl Settings {
                     let before = &text[..span.start.min(text.len())];
                     let line = before.matches('\n').count() + 1;
                     let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
-                    format!(" at line {line}, column {column}")
+                    // The key before `=` names the setting without showing its value.
+                    let key = text
+                        .lines()
+                        .nth(line - 1)
+                        .and_then(|source| source.split_once('='))
+                        .map(|(key, _)| key.trim())
+                        .filter(|key| !key.is_empty() && !key.starts_with('['))
+                        .map(|key| format!(" (key `{key}`)"))
+                        .unwrap_or_default();
+                    format!(" at line {line}, column {column}{key}")
                 })
                 .unwrap_or_default();
             anyhow::anyhow!("{}{position}", error.message().trim_end())
@@ -324,7 +333,8 @@ mod tests {
 
     #[test]
     fn syntax_error_does_not_quote_line() {
-        let text = "docker_auth_config = '{\"auths\": {\"r\": {\"password\": \"hunter2\"}}}' oops\n";
+        let text =
+            "docker_auth_config = '{\"auths\": {\"r\": {\"password\": \"hunter2\"}}}' oops\n";
         let message = format!("{:#}", Settings::parse(text).unwrap_err());
         assert!(message.contains("line 1"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
