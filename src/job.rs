@@ -6,7 +6,7 @@
 //! the file exists (runner 14.1 and later).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -33,6 +33,9 @@ pub struct JobContext {
     pub timeout_seconds: Option<u64>,
     /// Registry credentials from the job's variables.
     pub registry_secrets: JobRegistrySecrets,
+    /// The runner's private directory of this preparation attempt (the one holding
+    /// `JOB_RESPONSE_FILE`), where stages pass small facts on to later stages.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The parts of the runner's job payload that the driver reads.
@@ -123,6 +126,10 @@ impl JobContext {
                 .job_variable(job::JOB_TIMEOUT)
                 .and_then(|value| value.trim().parse().ok()),
             registry_secrets: JobRegistrySecrets::from_env(snapshot),
+            state_dir: snapshot
+                .path(env::JOB_RESPONSE_FILE)
+                .and_then(|file| file.parent().map(Path::to_path_buf))
+                .filter(|dir| dir.is_dir()),
         };
         let Some(response) = response else {
             return context;

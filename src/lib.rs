@@ -28,6 +28,7 @@ pub mod progress;
 pub mod registry_auth;
 pub mod routing;
 pub mod settings;
+pub mod shell_state;
 pub mod shutdown;
 pub mod stages;
 

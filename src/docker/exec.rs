@@ -114,11 +114,21 @@ impl Docker {
             tty: Some(false),
             ..Default::default()
         };
-        let exec = self
-            .client
-            .create_exec(container, options)
-            .await
-            .with_context(|| format!("failed to create an exec in container `{container}`"))?;
+        let exec = match self.client.create_exec(container, options).await {
+            Ok(exec) => exec,
+            Err(error) if super::is_not_found(&error) => bail!(
+                "container `{container}` does not exist; the prepare stage did not create it or \
+                 cleanup already removed it"
+            ),
+            Err(error) if super::is_conflict(&error) => {
+                bail!("container `{container}` is not running: {error}")
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("failed to create an exec in container `{container}`")
+                })
+            }
+        };
         let start = StartExecOptions {
             output_capacity: Some(OUTPUT_BUFFER_BYTES),
             ..Default::default()

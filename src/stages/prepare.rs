@@ -25,6 +25,7 @@ use crate::platform::{self, Platform};
 use crate::progress;
 use crate::registry_auth;
 use crate::settings::{PullPolicy, Settings};
+use crate::shell_state;
 use crate::shutdown::Shutdown;
 use crate::stages::cleanup;
 
@@ -34,6 +35,8 @@ const IMAGE_SHELL: &str = "/bin/sh";
 const GITLAB_RUNNER_PATH: &str = "/usr/local/bin/gitlab-runner";
 /// Maximum time the garbage collection sweep may add to `prepare`.
 const SWEEP_TIME_LIMIT: Duration = Duration::from_secs(5);
+/// Prints the machine and, when the image has bash, its path.
+const PROBE_SCRIPT: &str = "uname -m; command -v bash || true";
 /// Bytes of the shell read to decide its architecture.
 const ELF_HEADER_BYTES: usize = 64;
 
@@ -226,7 +229,7 @@ async fn create_job_container(
     }
     docker.start_container(&names.container).await?;
 
-    let machine = probe_machine(docker, &names.container, image)
+    let machine = probe_machine(docker, &names.container, image, job)
         .await
         .with_context(|| match &cpu {
             Some(cpu) => format!(
@@ -344,6 +347,7 @@ async fn start_helper(
     };
     docker.create_container(&spec).await?;
     docker.start_container(&names.helper_container).await?;
+    probe_machine(docker, &names.helper_container, helper_image, job).await?;
     progress::line(&format!(
         "Started helper container {} from {helper_image} for the source, cache and artifact stages",
         names.helper_container
@@ -378,9 +382,15 @@ async fn give_directories_to(
 }
 
 /// Runs `uname -m` through the image's shell, which proves that its binaries execute.
-async fn probe_machine(docker: &Docker, container: &str, image: &str) -> anyhow::Result<String> {
+/// It also looks for bash and records the shell for the `run` stages.
+async fn probe_machine(
+    docker: &Docker,
+    container: &str,
+    image: &str,
+    job: &JobContext,
+) -> anyhow::Result<String> {
     let (outcome, output) = docker
-        .exec_capture(container, &[IMAGE_SHELL, "-c", "uname -m"])
+        .exec_capture(container, &[IMAGE_SHELL, "-c", PROBE_SCRIPT])
         .await?;
     let text = String::from_utf8_lossy(&output).trim().to_owned();
     if outcome.exit_code != 0 {
@@ -389,5 +399,9 @@ async fn probe_machine(docker: &Docker, container: &str, image: &str) -> anyhow:
             outcome.exit_code
         );
     }
-    Ok(text)
+    let mut lines = text.lines();
+    let machine = lines.next().unwrap_or_default().trim().to_owned();
+    let shell = shell_state::from_probe(lines.next().unwrap_or_default());
+    shell_state::save(job.state_dir.as_deref(), container, shell);
+    Ok(machine)
 }

@@ -22,6 +22,7 @@ use crate::names::JobNames;
 use crate::progress;
 use crate::routing::{self, Target};
 use crate::settings::Settings;
+use crate::shell_state;
 use crate::shutdown::Shutdown;
 
 /// How long a script exit code above 128 waits for Docker to report a stopped container.
@@ -65,7 +66,10 @@ pub async fn run(
         };
         progress::line(&format!("Running {stage} in the {place} {container}"));
     }
-    let shell = pick_shell(&docker, container).await?;
+    let shell = match shell_state::load(job.state_dir.as_deref(), container) {
+        Some(shell) => shell,
+        None => pick_shell(&docker, container).await?,
+    };
 
     let request = ExecRequest {
         command: vec![shell.to_owned()],
