@@ -16,7 +16,6 @@ REGISTRY_ADDRESS=127.0.0.1:5000
 REGISTRY_USER=ci-user
 REGISTRY_PASSWORD=ci-registry-password
 REGISTRY_DIR=${CROSS_EXECUTOR_TEST_REGISTRY_DIR:-/var/lib/cross-executor-test/registry}
-REGISTRY_IMAGE=$REGISTRY_ADDRESS/cross-executor-test/busybox-armhf:latest
 
 for package in docker-registry apache2-utils curl; do
     if ! dpkg -s "$package" >/dev/null 2>&1; then
@@ -58,15 +57,22 @@ fi
 # A private client configuration keeps the test login out of root's ~/.docker.
 docker_config=$(mktemp -d)
 trap 'rm -rf "$docker_config"' EXIT
-manifest_status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -u "$REGISTRY_USER:$REGISTRY_PASSWORD" \
-    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-    "http://$REGISTRY_ADDRESS/v2/cross-executor-test/busybox-armhf/manifests/latest" || true)
-if [ "$manifest_status" != 200 ]; then
-    log "pushing $IMAGE_BUSYBOX_ARMHF as $REGISTRY_IMAGE"
-    docker tag "$IMAGE_BUSYBOX_ARMHF" "$REGISTRY_IMAGE"
+# Pushes IMAGE as REPOSITORY (a path below the registry) unless the registry has it.
+push_once() {
+    local image=$1 repository=$2 status
+    status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -u "$REGISTRY_USER:$REGISTRY_PASSWORD" \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "http://$REGISTRY_ADDRESS/v2/$repository/manifests/latest" || true)
+    [ "$status" = 200 ] && return 0
+    log "pushing $image as $REGISTRY_ADDRESS/$repository:latest"
+    docker tag "$image" "$REGISTRY_ADDRESS/$repository:latest"
     printf '%s' "$REGISTRY_PASSWORD" |
         DOCKER_CONFIG=$docker_config docker login --username "$REGISTRY_USER" --password-stdin "$REGISTRY_ADDRESS" >/dev/null
-    DOCKER_CONFIG=$docker_config docker push "$REGISTRY_IMAGE" >/dev/null
-    docker image rm "$REGISTRY_IMAGE" >/dev/null
-fi
-log "registry ready at $REGISTRY_ADDRESS with $REGISTRY_IMAGE"
+    DOCKER_CONFIG=$docker_config docker push "$REGISTRY_ADDRESS/$repository:latest" >/dev/null
+    docker image rm "$REGISTRY_ADDRESS/$repository:latest" >/dev/null
+}
+
+push_once "$IMAGE_BUSYBOX_ARMHF" cross-executor-test/busybox-armhf
+# A second repository only the pull policy test uses, so no other test pulls it meanwhile.
+push_once "$IMAGE_BUSYBOX_ARM64" cross-executor-test/policies
+log "registry ready at $REGISTRY_ADDRESS"

@@ -162,3 +162,55 @@ fn secrets_never_printed() {
         }
     }
 }
+
+#[test]
+fn pull_policies_with_and_without_credentials() {
+    // Only this test uses the `policies` repository, so the local copy changes only here.
+    let image = "127.0.0.1:5000/cross-executor-test/policies:latest";
+    docker(&["image", "rm", image]);
+    let run = |policy: &str, credentials: bool| {
+        let mut job = job(image)
+            .image(Image::new(image).pull_policy([policy]))
+            .build_script(["uname -m"]);
+        if credentials {
+            job = job.variable(
+                Variable::new("DOCKER_AUTH_CONFIG", auth_config(USER, PASSWORD)).masked(),
+            );
+        }
+        harness().run_job(&job)
+    };
+
+    let never = run("never", true);
+    assert!(
+        matches!(never.outcome, Outcome::SystemFailure { .. }),
+        "{:?}",
+        never.outcome
+    );
+    assert!(never.job_log_text().contains("pull policy is `never`"));
+
+    let anonymous = run("if-not-present", false);
+    assert!(
+        matches!(anonymous.outcome, Outcome::SystemFailure { .. }),
+        "{:?}",
+        anonymous.outcome
+    );
+
+    let pulled = run("if-not-present", true);
+    assert_success(&pulled);
+    assert!(pulled.job_log_text().contains("with credentials"));
+
+    // Now the image is local: if-not-present and never need no credentials.
+    for policy in ["if-not-present", "never"] {
+        let local = run(policy, false);
+        assert_success(&local);
+        assert!(!local.job_log_text().contains("Pulling image"), "{policy}");
+    }
+
+    let always = run("always", false);
+    assert!(
+        matches!(always.outcome, Outcome::SystemFailure { .. }),
+        "{:?}",
+        always.outcome
+    );
+    assert_success(&run("always", true));
+}
