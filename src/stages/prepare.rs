@@ -183,6 +183,34 @@ async fn create_job_container(
             GITLAB_RUNNER_PATH.to_owned(),
         ));
     }
+
+    // The helper container needs nothing from the job container, so both start at once.
+    let helper = async {
+        match &settings.helper_image {
+            Some(helper_image) => {
+                start_helper(docker, settings, job, &spec, helper_image, policy).await
+            }
+            None => Ok(()),
+        }
+    };
+    let (prepared, ()) = tokio::try_join!(
+        start_job_container(docker, settings, job, image, platform, spec.clone()),
+        helper
+    )?;
+    Ok(prepared)
+}
+
+/// Creates the job container, sets up emulation for its architecture, starts it and
+/// proves that it runs its own binaries.
+async fn start_job_container(
+    docker: &Docker,
+    settings: &Settings,
+    job: &JobContext,
+    image: &str,
+    platform: Option<&Platform>,
+    mut spec: ContainerSpec,
+) -> anyhow::Result<Prepared> {
+    let names = JobNames::for_job(job);
     docker.create_container(&spec).await?;
 
     let (shell_path, header) = docker
@@ -241,9 +269,6 @@ async fn create_job_container(
         })?;
     if let Some(user) = &settings.user {
         give_directories_to(docker, &names.container, user, settings).await?;
-    }
-    if let Some(helper_image) = &settings.helper_image {
-        start_helper(docker, settings, job, &spec, helper_image, policy).await?;
     }
     let cpu_note = cpu
         .map(|cpu| format!(", QEMU_CPU={cpu}"))
