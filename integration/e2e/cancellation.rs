@@ -189,3 +189,36 @@ fn gc_removes_only_abandoned_objects() {
         leftovers(abandoned)
     );
 }
+
+#[test]
+fn interrupted_prepare_removes_its_objects() {
+    let job = job(DEBIAN_ARMHF).build_script(["true"]);
+    let harness = harness();
+    let mut attempt = Attempt::new(&harness, &job, 1, None).unwrap();
+    attempt.configure(&StopConditions::default()).1.unwrap();
+
+    // SIGTERM arrives while prepare creates and starts the container, which takes longer
+    // than 150 ms (starting a container alone takes about 0.2 s here).
+    let cancel = cross_executor_integration::CancelToken::new();
+    let stop = StopConditions {
+        cancel: Some(cancel.clone()),
+        ..StopConditions::default()
+    };
+    cancel.cancel_after(Duration::from_millis(150));
+    let prepared = attempt.prepare(&stop).unwrap();
+
+    let signals: Vec<i32> = prepared.signals.iter().map(|sent| sent.signal).collect();
+    assert_eq!(signals, vec![15], "the driver exits after SIGTERM");
+    assert_eq!(
+        prepared.exit_code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&prepared.combined)
+    );
+    assert!(
+        leftovers(job.id).is_empty(),
+        "an interrupted prepare leaves nothing: {:?}",
+        leftovers(job.id)
+    );
+    attempt.cleanup();
+}

@@ -33,6 +33,8 @@ use crate::stages::cleanup;
 const IMAGE_SHELL: &str = "/bin/sh";
 /// Where `gitlab_runner_binary` appears in the job container; on PATH in common images.
 const GITLAB_RUNNER_PATH: &str = "/usr/local/bin/gitlab-runner";
+/// Maximum time an interrupted prepare waits for its Docker requests before removing.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 /// Maximum time the garbage collection sweep may add to `prepare`.
 const SWEEP_TIME_LIMIT: Duration = Duration::from_secs(5);
 /// Prints the machine and, when the image has bash, its path.
@@ -81,11 +83,17 @@ pub async fn prepare_job(
     let docker = Docker::connect().await?;
     sweep_abandoned(&docker, settings).await;
 
+    let work = create_job_container(&docker, settings, job, &image, policy, platform.as_ref());
+    tokio::pin!(work);
     let outcome = tokio::select! {
-        outcome = create_job_container(&docker, settings, job, &image, policy, platform.as_ref()) => {
-            outcome.map_err(Failure::System)
+        outcome = &mut work => outcome.map_err(Failure::System),
+        () = shutdown.wait() => {
+            // A request already sent completes in the daemon even when its future is
+            // dropped, so the current step gets time to finish before the removal below;
+            // otherwise a container could appear after it.
+            let _ = tokio::time::timeout(IN_FLIGHT_GRACE, &mut work).await;
+            Err(Failure::Interrupted)
         }
-        () = shutdown.wait() => Err(Failure::Interrupted),
     };
     if outcome.is_err() {
         if let Err(error) = cleanup::remove_job_resources(&docker, job).await {
