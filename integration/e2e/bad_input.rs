@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 
-use cross_executor_integration::{Attempt, StageKind, StopConditions};
+use cross_executor_integration::StageKind;
 
 use crate::support::*;
 
@@ -332,15 +332,7 @@ fn odd_values_still_work() {
 fn bad_scripts_in_prepared_container() {
     let harness = harness();
     let job = job(BUSYBOX_ARMHF).build_script(["true"]);
-    let mut attempt = Attempt::new(&harness, &job, 1, None).unwrap();
-    let stop = StopConditions::default();
-    attempt.configure(&stop).1.unwrap();
-    let prepared = attempt.prepare(&stop).unwrap();
-    assert!(
-        prepared.result.is_ok(),
-        "{}",
-        String::from_utf8_lossy(&prepared.combined)
-    );
+    let mut attempt = prepared_attempt(&harness, &job);
     let env = attempt.environment(StageKind::Run);
 
     let directory = tempfile::tempdir().unwrap();

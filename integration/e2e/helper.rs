@@ -5,18 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use cross_executor_integration::{DriverCommand, Harness, Outcome};
+use cross_executor_integration::Outcome;
 
 use crate::support::*;
 
 const HELPER_IMAGE: &str = "cross-executor-test/helper-git:bookworm";
-
-fn harness_with_settings(settings: &str) -> (Harness, tempfile::NamedTempFile) {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), format!("network_mode = \"none\"\n{settings}")).unwrap();
-    let driver = DriverCommand::new(DRIVER).env("CROSS_EXECUTOR_CONFIG", file.path());
-    (harness_with(driver), file)
-}
 
 fn git(directory: &Path, args: &[&str]) {
     let status = Command::new("git")

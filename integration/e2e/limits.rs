@@ -1,31 +1,15 @@
 //! Container settings against the real daemon: limits visible in `docker inspect` and
 //! enforced, safe defaults, allow-lists and the job user.
 
-use cross_executor_integration::{Attempt, DriverCommand, Harness, Image, Outcome, StopConditions};
+use cross_executor_integration::{Image, Outcome};
 
 use crate::support::*;
-
-/// A harness whose driver reads `settings` (plus `network_mode = "none"`).
-fn harness_with_settings(settings: &str) -> (Harness, tempfile::NamedTempFile) {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), format!("network_mode = \"none\"\n{settings}")).unwrap();
-    let driver = DriverCommand::new(DRIVER).env("CROSS_EXECUTOR_CONFIG", file.path());
-    (harness_with(driver), file)
-}
 
 /// Runs config and prepare, returns `docker inspect` of the container as JSON, then cleans up.
 fn inspect_prepared(settings: &str) -> serde_json::Value {
     let (harness, _file) = harness_with_settings(settings);
     let job = job(BUSYBOX_ARMHF).build_script(["true"]);
-    let mut attempt = Attempt::new(&harness, &job, 1, None).unwrap();
-    let stop = StopConditions::default();
-    attempt.configure(&stop).1.unwrap();
-    let prepared = attempt.prepare(&stop).unwrap();
-    assert!(
-        prepared.result.is_ok(),
-        "{}",
-        String::from_utf8_lossy(&prepared.combined)
-    );
+    let mut attempt = prepared_attempt(&harness, &job);
 
     let (ok, output) = docker(&["inspect", &container_name(job.id)]);
     attempt.cleanup();

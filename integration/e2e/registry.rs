@@ -2,9 +2,7 @@
 //! on 127.0.0.1:5000), and a check that no credential reaches any output.
 
 use base64::Engine;
-use cross_executor_integration::{
-    DriverCommand, Harness, Image, Job, JobResult, Outcome, Variable,
-};
+use cross_executor_integration::{Image, Job, JobResult, Outcome, Variable};
 
 use crate::support::*;
 
@@ -23,13 +21,6 @@ fn pulling_job() -> Job {
     job(REGISTRY_IMAGE)
         .image(Image::new(REGISTRY_IMAGE).pull_policy(["always"]))
         .build_script(["uname -m"])
-}
-
-fn harness_with_settings(settings: &str) -> (Harness, tempfile::NamedTempFile) {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), format!("network_mode = \"none\"\n{settings}")).unwrap();
-    let driver = DriverCommand::new(DRIVER).env("CROSS_EXECUTOR_CONFIG", file.path());
-    (harness_with(driver), file)
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cross_executor_integration::{DriverCommand, Harness, Image, Job, JobResult};
+use cross_executor_integration::{
+    Attempt, DriverCommand, Harness, Image, Job, JobResult, StopConditions,
+};
 
 /// Local images built by integration/build-images.sh.
 pub const BUSYBOX_ARMHF: &str = "cross-executor-test/busybox-armhf:latest";
@@ -30,6 +32,29 @@ pub fn harness_with(driver: DriverCommand) -> Harness {
     Harness::new(driver)
         .retry_delay(Duration::ZERO)
         .kill_timeouts(Duration::from_secs(20), Duration::from_secs(10))
+}
+
+/// A harness whose driver reads `settings` plus `network_mode = "none"`; keep the returned
+/// file alive while the harness runs.
+pub fn harness_with_settings(settings: &str) -> (Harness, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("network_mode = \"none\"\n{settings}")).unwrap();
+    let driver = DriverCommand::new(DRIVER).env("CROSS_EXECUTOR_CONFIG", file.path());
+    (harness_with(driver), file)
+}
+
+/// Runs config and prepare of `job` as the first attempt and panics unless both succeed.
+pub fn prepared_attempt<'a>(harness: &'a Harness, job: &'a Job) -> Attempt<'a> {
+    let mut attempt = Attempt::new(harness, job, 1, None).unwrap();
+    let stop = StopConditions::default();
+    attempt.configure(&stop).1.unwrap();
+    let prepared = attempt.prepare(&stop).unwrap();
+    assert!(
+        prepared.result.is_ok(),
+        "{}",
+        String::from_utf8_lossy(&prepared.combined)
+    );
+    attempt
 }
 
 pub fn driver() -> DriverCommand {
