@@ -30,8 +30,10 @@ FOREIGN_ARCHITECTURES=(armhf arm64)
 # armel, ppc64el and riscv64 packages through its own apt state instead, so
 # the host's dpkg architectures and `apt-get update` stay as they are (Debian
 # 12 has no riscv64 port).
+# git, gcc and libc6-dev serve the helper tests: a bare repository to clone, and a static
+# fake gitlab-runner built with `cc -static`. curl talks to the test registry.
 PACKAGES=(docker.io containerd runc tini iptables qemu-user-static binfmt-support
-    debootstrap debian-archive-keyring gpgv file procps util-linux tar)
+    debootstrap debian-archive-keyring gpgv file procps util-linux tar git gcc libc6-dev curl)
 BINFMT_ENTRIES=(qemu-arm qemu-aarch64 qemu-riscv64 qemu-ppc64le)
 # Entries that must have the F flag. The others keep their flags.
 BINFMT_ENTRIES_FIX_BINARY=(qemu-riscv64 qemu-ppc64le)
