@@ -10,10 +10,12 @@ IMAGE=cross-executor-test/busybox-armhf:latest
 BINFMT_ENTRY=qemu-arm
 QEMU_STATIC=/usr/bin/qemu-arm-static
 # cross-executor labels its objects with the runner token, and the other two
-# drivers name their containers bench-floor-* and bench-reference-*, so
-# remove_bench_objects finds everything by these.
-RUNNER_TOKEN=bench
-PROJECT_ID=900
+# drivers name their containers bench-floor-PROJECT-* and
+# bench-reference-PROJECT-*, so remove_bench_objects finds everything by these.
+# Both contain the process id, so runs that overlap on one daemon (two people,
+# or run.sh beside profile-calls.sh) never touch each other's objects.
+RUNNER_TOKEN=bench$$
+PROJECT_ID=$$
 
 log() {
     printf 'bench: %s\n' "$*" >&2
@@ -116,13 +118,13 @@ driver_executable() {
     esac
 }
 
-# Removes every container and volume of the benchmark's drivers, leftovers of
-# an earlier, interrupted run included. cross-executor's project cache volume
-# carries the runner label too, so it goes as well.
+# Removes every container and volume that this run's drivers created.
+# cross-executor's project cache volume carries the runner label too, so it
+# goes as well.
 remove_bench_objects() {
     local containers volumes
     containers=$(
-        docker ps -aq --filter name=^bench-floor- --filter name=^bench-reference-
+        docker ps -aq --filter "name=^bench-floor-$PROJECT_ID-" --filter "name=^bench-reference-$PROJECT_ID-"
         docker ps -aq --filter "label=io.cross-executor.runner=$RUNNER_TOKEN"
     )
     if [ -n "$containers" ]; then

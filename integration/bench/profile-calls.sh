@@ -2,10 +2,11 @@
 # Lists the Docker API calls of every stage of one trivial job, with their
 # times, by tracing the driver's socket traffic with strace.
 #
-# Usage: bash integration/bench/profile-calls.sh [--head] [cross-executor|floor]
+# Usage: bash integration/bench/profile-calls.sh [--head | --driver PATH] [cross-executor|floor]
 #
 # It builds the binaries as run.sh does (with --head, cross-executor from a
-# copy of the committed HEAD), runs one untraced warm-up job, then
+# copy of the committed HEAD; with --driver, it uses that cross-executor
+# binary), runs one untraced warm-up job, then
 # one job with config, prepare, two `run` stages and cleanup, each stage under
 # `strace --seccomp-bpf -f -ttt`. For every request it prints three times in
 # ms: when it started (after the stage's execve), how long Docker took to send
@@ -21,7 +22,7 @@ repo_dir=$(cd "$bench_dir/../.." && pwd)
 # shellcheck source=integration/bench/common.sh
 source "$bench_dir/common.sh"
 
-# Far from run.sh's job ids, so both can share the host's daemon.
+# Job ids apart from run.sh's (900000 up).
 FIRST_JOB_ID=909000
 STAGES=(config prepare "run step_script" "run after_script" cleanup)
 
@@ -31,11 +32,16 @@ while [ $# -gt 0 ]; do
     case $1 in
     cross-executor | floor) driver=$1 ;;
     --head) driver_source_request="head" ;;
+    --driver)
+        [ $# -ge 2 ] || die "--driver needs the path of a cross-executor binary"
+        driver_source_request=$2
+        shift
+        ;;
     -h | --help)
         sed -n '/^# Usage:/p' "${BASH_SOURCE[0]}" | sed 's/^# //'
         exit 0
         ;;
-    *) die "unknown argument '$1'; expected --head, cross-executor or floor" ;;
+    *) die "unknown argument '$1'; expected --head, --driver PATH, cross-executor or floor" ;;
     esac
     shift
 done
@@ -49,8 +55,10 @@ finish() {
     remove_bench_objects
     rm -rf "$work_dir"
 }
+# The EXIT trap also runs after SIGINT and SIGTERM, through these exits.
 trap finish EXIT
-remove_bench_objects
+trap 'exit 130' INT
+trap 'exit 143' TERM
 printf 'network_mode = "none"\n' >"$work_dir/settings.toml"
 echo 'echo hi' >"$work_dir/script.sh"
 

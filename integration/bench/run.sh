@@ -7,10 +7,10 @@
 #   a, b  a trivial job (config, prepare, five `run` stages, cleanup), per
 #         driver and per stage, as the median of ROUNDS jobs
 #   c, d  throughput of job output through `run` and through `docker exec`,
-#         and the peak RSS of each client meanwhile; the output comes from
-#         `head -c N /dev/zero` (as the issue asks, but the emulated head is
-#         the bottleneck) and from `dd bs=1M`, which is fast enough that the
-#         client side limits the figure
+#         and the peak RSS of each client meanwhile. The output comes from
+#         `head -c N /dev/zero`, whose emulated copy loop is the bottleneck,
+#         and from `dd bs=1M`, which is fast enough that the client side
+#         limits the figure.
 #   e     8 trivial jobs one after another against the same 8 at once
 #
 # Usage: bash integration/bench/run.sh [--quick] [--head | --driver PATH] [--output FILE]
@@ -112,8 +112,10 @@ finish() {
         log "failed; job logs are kept in $work_dir"
     fi
 }
+# The EXIT trap also runs after SIGINT and SIGTERM, through these exits.
 trap finish EXIT
-remove_bench_objects
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 printf 'network_mode = "none"\n' >"$work_dir/settings.toml"
 for stage in "${RUN_STAGES[@]}"; do
@@ -220,7 +222,12 @@ stream_once() {
     local client=$1 kind=$2 repetition=$3 script=$work_dir/stream-$2.sh
     local time_file=$work_dir/stream.time expected_bytes
     local started seconds count rss_kb user_seconds system_seconds
-    if [ "$kind" = head ]; then expected_bytes=$head_bytes; else expected_bytes=$dd_bytes; fi
+    if [ "$kind" = head ]; then
+        expected_bytes=$head_bytes
+    else
+        expected_bytes=$dd_bytes
+    fi
+
     started=$EPOCHREALTIME
     case $client in
     cross-executor | floor)
@@ -240,9 +247,11 @@ stream_once() {
         ;;
     esac
     seconds=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')
+
     count=$(<"$work_dir/stream.count")
     [ "$count" -eq "$expected_bytes" ] ||
         die "$client delivered $count bytes of $kind output instead of $expected_bytes"
+
     read -r rss_kb user_seconds system_seconds <"$time_file"
     record "stream-$kind" "$client" seconds "$repetition" "$seconds"
     record "stream-$kind" "$client" rss_kb "$repetition" "$rss_kb"
@@ -290,9 +299,8 @@ measure_streams() {
     record rss cross-executor trivial_run_rss_kb 1 "$(<"$work_dir/trivial.time")"
 
     for ((repetition = 1; repetition <= stream_repetitions; repetition++)); do
-        # `head -c` as the issue prescribes; the emulated head copies in small
-        # blocks, so the producer limits this figure. The client order rotates
-        # as in measure_trivial_jobs.
+        # The emulated `head -c` copies in small blocks, so the producer limits
+        # this figure. The client order rotates as in measure_trivial_jobs.
         for ((index = 0; index < ${#head_clients[@]}; index++)); do
             stream_once "${head_clients[$(((repetition + index) % ${#head_clients[@]}))]}" head "$repetition"
         done
