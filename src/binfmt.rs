@@ -224,8 +224,12 @@ pub fn plan(root: &Path, header: &[u8], arch: Arch) -> anyhow::Result<Emulation>
 }
 
 fn check_static(host_path: &Path, entry: &Entry, qemu_name: &str) -> anyhow::Result<()> {
-    let bytes = fs::read(host_path)
-        .with_context(|| format!("failed to read the interpreter `{}`", host_path.display()))?;
+    let read_error = || format!("failed to read the interpreter `{}`", host_path.display());
+    let mut bytes = read_headers(host_path).with_context(read_error)?;
+    if elf::is_statically_linked(&bytes) == Err(elf::ElfError::Truncated) {
+        // The program headers lie further in; read the whole file.
+        bytes = fs::read(host_path).with_context(read_error)?;
+    }
     let is_static = elf::is_statically_linked(&bytes).with_context(|| {
         format!(
             "the interpreter `{}` is not a valid ELF file",
@@ -243,6 +247,21 @@ fn check_static(host_path: &Path, entry: &Entry, qemu_name: &str) -> anyhow::Res
     }
     Ok(())
 }
+
+/// Reads the start of an ELF file, enough for the file header and a program header table
+/// right after it, as static QEMU builds have; the whole binary is about 10 MiB.
+fn read_headers(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+
+    let mut bytes = Vec::with_capacity(HEADER_READ_BYTES);
+    fs::File::open(path)?
+        .take(HEADER_READ_BYTES as u64)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Bytes read for the static-linking check.
+const HEADER_READ_BYTES: usize = 64 * 1024;
 
 /// The name QEMU uses for an architecture (`qemu-<name>-static`).
 pub fn qemu_arch_name(arch: Arch) -> &'static str {

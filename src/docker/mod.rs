@@ -8,6 +8,7 @@ mod image;
 mod processes;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use anyhow::Context;
 use bollard::errors::Error as BollardError;
@@ -19,6 +20,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListVolumesOptions,
     RemoveContainerOptions, RemoveVolumeOptions, StatsOptions,
 };
+use bollard::ClientVersion;
 use futures_util::StreamExt;
 
 use crate::container_options::HostOptions;
@@ -71,6 +73,32 @@ impl Docker {
             format!("failed to reach the Docker daemon at `{host}`; is dockerd running?")
         })?;
         Ok(Docker { client })
+    }
+
+    /// Connects like [`Docker::connect`], but reuses the API version that an earlier stage of
+    /// the same preparation attempt negotiated and recorded in `state_dir`. Docker 20.10
+    /// answers the version request by running `runc --version`, which costs 5-10 ms a stage.
+    pub async fn connect_for_job(state_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let version_file = state_dir.map(|dir| dir.join("cross-executor-api-version"));
+        let recorded = version_file
+            .as_deref()
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .and_then(|text| parse_api_version(&text));
+        if let Some(version) = recorded {
+            if let Some(client) = connect_with_version(&version)? {
+                return Ok(Docker { client });
+            }
+        }
+
+        let docker = Self::connect().await?;
+        if let Some(file) = version_file {
+            let version = docker.client.client_version();
+            let text = format!("{}.{}", version.major_version, version.minor_version);
+            if let Err(error) = std::fs::write(&file, text) {
+                tracing::debug!(%error, "could not record the Docker API version");
+            }
+        }
+        Ok(docker)
     }
 
     /// Returns whether the container reached its memory limit at some point, and the limit
@@ -300,6 +328,34 @@ impl Docker {
             })
             .collect())
     }
+}
+
+fn parse_api_version(text: &str) -> Option<ClientVersion> {
+    let (major, minor) = text.trim().split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
+/// Builds a client for `DOCKER_HOST` with a known API version; `None` for host forms that
+/// need the negotiating path (for example SSH or TLS).
+fn connect_with_version(version: &ClientVersion) -> anyhow::Result<Option<bollard::Docker>> {
+    const TIMEOUT_SECONDS: u64 = 120;
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+    let client = if host.starts_with("unix://") {
+        bollard::Docker::connect_with_unix(&host, TIMEOUT_SECONDS, version)
+    } else if (host.starts_with("tcp://") || host.starts_with("http://"))
+        && std::env::var_os("DOCKER_TLS_VERIFY").is_none()
+    {
+        bollard::Docker::connect_with_http(&host, TIMEOUT_SECONDS, version)
+    } else {
+        return Ok(None);
+    };
+    client
+        .map(Some)
+        .with_context(|| format!("failed to set up a Docker client for `{host}`"))
 }
 
 fn host_config(spec: &ContainerSpec, mounts: Vec<Mount>) -> HostConfig {

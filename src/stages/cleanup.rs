@@ -14,7 +14,7 @@ use crate::progress;
 
 /// Removes everything that belongs to the job.
 pub async fn run(job: &JobContext) -> anyhow::Result<()> {
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for_job(job.state_dir.as_deref()).await?;
     remove_job_resources(&docker, job).await
 }
 

@@ -80,7 +80,7 @@ pub async fn prepare_job(
     container_options::check_image_allowed(settings, &image)?;
     let policy = container_options::choose_pull_policy(settings, &job.pull_policies)?;
     let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for_job(job.state_dir.as_deref()).await?;
     sweep_abandoned(&docker, settings).await;
 
     let work = create_job_container(&docker, settings, job, &image, policy, platform.as_ref());

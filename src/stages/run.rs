@@ -53,7 +53,7 @@ pub async fn run(
     })?;
 
     let names = JobNames::for_job(job);
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for_job(job.state_dir.as_deref()).await?;
     let target = routing::target_for(stage, settings.helper_image.is_some());
     let container = match target {
         Target::Job => &names.container,
