@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the helper image for the helper-container tests and benchmark: a Debian bookworm
 # amd64 root filesystem (debootstrap minbase) with git, imported as
-# cross-executor-test/helper-git:bookworm. It stands in for an image with git and
-# gitlab-runner, which Debian does not package. Skipped when the image exists; the
+# cross-executor-test/helper-git:bookworm. It replaces an image with git and
+# gitlab-runner, because Debian does not package gitlab-runner. Skipped when the image exists; the
 # root filesystem tarball is cached for a fast re-import. Needs root.
 set -euo pipefail
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local Docker registry for the registry tests: Debian's docker-registry on
 # 127.0.0.1:5000 with htpasswd authentication, and pushes the busybox armhf test image to
-# it. Idempotent: a registry that already answers is kept, and the push is repeated only
+# it. Idempotent: a registry that already responds is kept, and the push is repeated only
 # when the image is missing. Needs root, setup-host.sh and build-images.sh first.
 #
 # The credentials are test values, also used by the end-to-end tests.
@@ -24,7 +24,7 @@ for package in docker-registry apache2-utils curl; do
     fi
 done
 
-# Prints the HTTP status of the registry's API root, or 000 when nothing answers.
+# Prints the HTTP status of the registry's API root, or 000 when nothing responds.
 registry_status() {
     curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$REGISTRY_ADDRESS/v2/" || true
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 
 use crate::elf::{self, Arch};
 
-/// Where the kernel exposes binfmt_misc.
+/// Mount point of binfmt_misc.
 pub const DEFAULT_ROOT: &str = "/proc/sys/fs/binfmt_misc";
 
 /// One `magic`-type registration.
@@ -55,7 +55,7 @@ impl Entry {
 pub enum Emulation {
     /// The image matches the host; no interpreter is involved.
     Native,
-    /// The kernel holds the interpreter open (`F` flag); nothing is injected.
+    /// The kernel keeps the interpreter open (`F` flag), so nothing is injected.
     FixBinary { entry: Entry },
     /// The interpreter must exist inside the container: bind-mount `host_path` read-only
     /// at `entry.interpreter`.
@@ -63,7 +63,7 @@ pub enum Emulation {
 }
 
 impl Emulation {
-    /// A short description for the job log.
+    /// Returns a short description for the job log.
     pub fn describe(&self) -> String {
         match self {
             Emulation::Native => "native, no emulation".to_owned(),
@@ -199,7 +199,7 @@ pub fn plan(root: &Path, header: &[u8], arch: Arch) -> anyhow::Result<Emulation>
 
     let resolved = fs::canonicalize(&entry.interpreter);
     if entry.fix_binary() {
-        // The kernel holds the interpreter open, so a path that no longer exists on the
+        // The kernel keeps the interpreter open, so a path that no longer exists on the
         // host (for example one registered from inside a container) still works.
         if let Ok(host_path) = &resolved {
             check_static(host_path, entry, qemu_name)?;
@@ -248,8 +248,8 @@ fn check_static(host_path: &Path, entry: &Entry, qemu_name: &str) -> anyhow::Res
     Ok(())
 }
 
-/// Reads the start of an ELF file, enough for the file header and a program header table
-/// right after it, as static QEMU builds have; the whole binary is about 10 MiB.
+/// Reads the start of an ELF file. That covers the file header and a program header table
+/// right after it, which is where static QEMU builds have it; the whole binary is about 10 MiB.
 fn read_headers(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
 
@@ -263,7 +263,7 @@ fn read_headers(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Bytes read for the static-linking check.
 const HEADER_READ_BYTES: usize = 64 * 1024;
 
-/// The name QEMU uses for an architecture (`qemu-<name>-static`).
+/// Returns the name QEMU uses for an architecture (`qemu-<name>-static`).
 pub fn qemu_arch_name(arch: Arch) -> &'static str {
     match arch {
         Arch::Arm => "arm",

@@ -103,7 +103,7 @@ pub struct ElfHeader {
     pub little_endian: bool,
 }
 
-/// Why bytes could not be read as an ELF header.
+/// Error of reading bytes as an ELF header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ElfError {
     NotElf,

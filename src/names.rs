@@ -18,7 +18,7 @@ pub const LABEL_PIPELINE_ID: &str = "io.cross-executor.pipeline-id";
 pub const LABEL_RUNNER: &str = "io.cross-executor.runner";
 /// Label with the creation time in Unix seconds.
 pub const LABEL_CREATED: &str = "io.cross-executor.created";
-/// Label with the job timeout in seconds, when the runner sent one; garbage collection
+/// Label with the job timeout in seconds, when the runner sent one. Garbage collection
 /// treats a job object as abandoned once this time and a margin have passed.
 pub const LABEL_TIMEOUT: &str = "io.cross-executor.timeout";
 /// Label `helper` on the helper container of a job.
@@ -94,7 +94,7 @@ pub fn shared_labels(job: &JobContext) -> HashMap<String, String> {
     ])
 }
 
-/// The current time in Unix seconds.
+/// Returns the current time in Unix seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -120,8 +120,8 @@ fn name_part(value: &str) -> String {
         .collect()
 }
 
-/// Joins parts with `-`; a result longer than the limit keeps its start and gets a hash
-/// of the whole, so distinct inputs keep distinct names.
+/// Joins parts with `-`. A result longer than the limit keeps its start and gets a hash of
+/// the whole, so distinct inputs keep distinct names.
 fn bounded_name(parts: &[&str]) -> String {
     let joined = parts.join("-");
     if joined.len() <= MAX_NAME_LENGTH {

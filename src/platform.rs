@@ -38,7 +38,7 @@ impl Platform {
 }
 
 impl Platform {
-    /// The platform string in its usual form, such as `linux/arm/v6`.
+    /// Returns the platform string in its usual form, such as `linux/arm/v6`.
     pub fn canonical(&self) -> String {
         match &self.variant {
             Some(variant) => format!("linux/{}/{variant}", self.arch),
@@ -47,7 +47,7 @@ impl Platform {
     }
 }
 
-/// Where the effective platform of a job came from, for the job log.
+/// Source of a job's effective platform, for the job log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlatformSource {
     Job,

@@ -68,7 +68,7 @@ pub struct Settings {
     /// QEMU CPU model per platform (`QEMU_CPU` in the container), merged over the defaults;
     /// an empty value turns a default off.
     pub qemu_cpu: BTreeMap<String, String>,
-    /// Platforms of images that cannot say it themselves, by image name pattern.
+    /// Platforms by image name pattern, for images whose metadata lacks or misstates it.
     pub image_platforms: Vec<ImagePlatform>,
     /// QEMU architecture names that `doctor` checks.
     pub architectures: Vec<String>,
@@ -280,7 +280,7 @@ impl Settings {
 }
 
 impl Settings {
-    /// The platform the settings assign to `image`: the first matching pattern wins.
+    /// Returns the platform the settings assign to `image`; the first matching pattern wins.
     pub fn platform_for_image(&self, image: &str) -> Option<Platform> {
         self.image_platforms
             .iter()
@@ -292,7 +292,7 @@ impl Settings {
             .and_then(|entry| Platform::parse(&entry.platform).ok())
     }
 
-    /// The QEMU CPU model for a platform, if one applies.
+    /// Returns the QEMU CPU model for a platform, if one applies.
     pub fn qemu_cpu_for(&self, platform: &Platform) -> Option<String> {
         let key = platform.canonical();
         let configured = self.qemu_cpu.get(&key).cloned().or_else(|| {

@@ -139,7 +139,8 @@ fn binfmt_install_is_idempotent() {
         String::from_utf8_lossy(&installed.stderr)
     );
     let flags = binfmt_flags("qemu-s390x");
-    assert!(flags.contains('F') && flags.contains('C'), "{flags}");
+    assert!(flags.contains('F'), "{flags}");
+    assert!(flags.contains('C'), "{flags}");
 
     let again = driver_command(&["binfmt", "install", "--arch", "s390x", "--credential"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already registered"));

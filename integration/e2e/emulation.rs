@@ -83,7 +83,7 @@ fn debian_armhf_runs_bash() {
 
 #[test]
 fn platform_matching_files_passes_despite_metadata() {
-    // Docker 20.10 labels imported images amd64; the files are arm, as the job asks.
+    // Docker 20.10 labels imported images amd64; the files are arm, as the job requests.
     let job = job(BUSYBOX_ARMHF).image(Image::new(BUSYBOX_ARMHF).platform("linux/arm/v7"));
     let job = job.build_script(["uname -m"]);
     let result = harness().run_job(&job);

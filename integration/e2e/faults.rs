@@ -102,8 +102,8 @@ impl SocketProxy {
     }
 }
 
-/// Copies one direction of a connection. End of input is passed on as a half-close, which
-/// Docker needs to see the end of an exec's standard input; a failed write closes both
+/// Copies one direction of a connection. End of input is passed on as a half-close,
+/// because Docker needs it to end an exec's standard input. A failed write closes both
 /// sockets, so the daemon never blocks on a reader that is gone.
 fn pipe(mut from: UnixStream, mut to: UnixStream) {
     thread::spawn(move || {

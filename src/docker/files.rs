@@ -15,7 +15,7 @@ const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 const MAX_LINK_DEPTH: usize = 40;
 
 impl Docker {
-    /// Whether `path` exists in the container; a dangling symbolic link counts as missing.
+    /// Returns whether `path` exists in the container; a dangling symbolic link counts as missing.
     pub async fn path_exists(&self, container: &str, path: &str) -> anyhow::Result<bool> {
         Ok(self.resolve_path(container, path).await?.is_some())
     }
@@ -67,7 +67,7 @@ impl Docker {
             .client
             .download_from_container(container, Some(options));
 
-        // The archive holds the file's tar header (after a PAX header when Docker adds
+        // The archive contains the file's tar header (after a PAX header when Docker adds
         // one) and its contents. Only the start is kept, but the rest is read too: closing
         // the connection early makes the daemon log a broken pipe for every job.
         let wanted = 4 * 512 + limit;

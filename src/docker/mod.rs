@@ -77,7 +77,7 @@ impl Docker {
 
     /// Connects like [`Docker::connect`], but reuses the API version that an earlier stage of
     /// the same preparation attempt negotiated and recorded in `state_dir`. Docker 20.10
-    /// answers the version request by running `runc --version`, which costs 5-10 ms a stage.
+    /// serves the version request by running `runc --version`, which costs 5-10 ms a stage.
     pub async fn connect_for_job(state_dir: Option<&Path>) -> anyhow::Result<Self> {
         let version_file = state_dir.map(|dir| dir.join("cross-executor-api-version"));
         let recorded = version_file
@@ -102,8 +102,9 @@ impl Docker {
     }
 
     /// Returns whether the container reached its memory limit at some point, and the limit
-    /// in bytes. cgroup v1 reports a hit count (`failcnt`, left out when zero, and counted
-    /// elsewhere when swap is limited too) and the peak usage; a peak at the limit counts.
+    /// in bytes. cgroup v1 reports a hit count (`failcnt`) and the peak usage. The count is
+    /// left out when zero and stays zero when swap is limited too, so a peak at the limit
+    /// also counts.
     pub async fn memory_limit_reached(
         &self,
         container: &str,
@@ -278,7 +279,7 @@ impl Docker {
         Ok((image.architecture, image.variant))
     }
 
-    /// All containers, running or not, that carry every `key=value` label given.
+    /// Returns all containers, running or not, that carry every `key=value` label given.
     pub async fn containers_with_labels(
         &self,
         labels: &[String],
@@ -305,7 +306,7 @@ impl Docker {
             .collect())
     }
 
-    /// All volumes that carry every `key=value` label given.
+    /// Returns all volumes that carry every `key=value` label given.
     pub async fn volumes_with_labels(
         &self,
         labels: &[String],

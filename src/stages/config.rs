@@ -1,4 +1,4 @@
-//! The `config` stage: tells the runner where builds and caches live in the job container.
+//! The `config` stage: reports to the runner where builds and caches live in the job container.
 //! Standard output carries exactly one JSON object and nothing else.
 
 use std::io::Write;

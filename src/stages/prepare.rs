@@ -31,7 +31,7 @@ use crate::stages::cleanup;
 
 /// The shell every image must have; the keep-alive entrypoint and the probe use it.
 const IMAGE_SHELL: &str = "/bin/sh";
-/// Where `gitlab_runner_binary` appears in the job container; on PATH in common images.
+/// Path of `gitlab_runner_binary` in the job container, which is on PATH in common images.
 const GITLAB_RUNNER_PATH: &str = "/usr/local/bin/gitlab-runner";
 /// Maximum time an interrupted prepare waits for its Docker requests before removing.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
@@ -52,12 +52,12 @@ pub async fn run(
     prepare_job(settings, job, shutdown).await.map(|_| ())
 }
 
-/// What `prepare` set up, for callers that report on it (`doctor --image`).
+/// Summary of what `prepare` set up, for callers that report on it (`doctor --image`).
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub platform: String,
     pub emulation: String,
-    /// What `uname -m` printed in the container.
+    /// Output of `uname -m` in the container.
     pub machine: String,
 }
 
@@ -89,8 +89,8 @@ pub async fn prepare_job(
         outcome = &mut work => outcome.map_err(Failure::System),
         () = shutdown.wait() => {
             // A request already sent completes in the daemon even when its future is
-            // dropped, so the current step gets time to finish before the removal below;
-            // otherwise a container could appear after it.
+            // dropped. The current step therefore gets time to finish before the removal
+            // below, because otherwise a container could appear after it.
             let _ = tokio::time::timeout(IN_FLIGHT_GRACE, &mut work).await;
             Err(Failure::Interrupted)
         }
@@ -103,8 +103,8 @@ pub async fn prepare_job(
     outcome
 }
 
-/// Removes objects of earlier jobs whose cleanup never came, within a time limit so a
-/// slow daemon cannot hold up the job; failures only produce a warning.
+/// Removes objects of earlier jobs whose cleanup never came. A time limit keeps a slow
+/// daemon from holding up the job, and failures only produce a warning.
 async fn sweep_abandoned(docker: &Docker, settings: &Settings) {
     let policy = GcPolicy {
         max_age: settings.gc_max_age.map(Duration::from_secs),

@@ -233,7 +233,7 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// A writer on an inherited file descriptor without Rust's line buffering; the descriptor
+/// Returns a writer on an inherited file descriptor without Rust's line buffering; the descriptor
 /// stays open when the writer is dropped.
 fn raw_stream(fd: i32) -> ManuallyDrop<File> {
     // SAFETY: descriptors 1 and 2 are open for the whole process, and ManuallyDrop keeps
