@@ -21,6 +21,7 @@ pub mod elf;
 pub mod env;
 pub mod failure;
 pub mod gc;
+pub mod header_cache;
 pub mod job;
 pub mod names;
 pub mod platform;

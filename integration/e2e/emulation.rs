@@ -29,6 +29,32 @@ fn armhf_without_f_flag_injects_interpreter() {
 }
 
 #[test]
+fn header_cache_gives_the_same_emulation() {
+    // The first job reads the shell's header from a container and records it. The second
+    // creates its container once, from the record. Both need the interpreter mount.
+    assert!(!binfmt_flags("qemu-arm").contains('F'));
+    let cache = tempfile::tempdir().unwrap();
+    let harness = harness_with(driver().env("XDG_CACHE_HOME", cache.path()));
+    let entries = cache.path().join("cross-executor/image-headers");
+    for round in ["miss", "hit"] {
+        let job = job(BUSYBOX_ARMHF).build_script(["uname -m"]);
+        let result = harness.run_job(&job);
+        assert_success(&result);
+        let log = result.job_log_text();
+        assert!(
+            log.contains("/usr/libexec/qemu-binfmt/arm-binfmt-P"),
+            "{round}: {log}"
+        );
+        let build = result.stage("build_script").unwrap();
+        let output = String::from_utf8_lossy(&build.stdout);
+        assert!(output.trim_end().ends_with("\narmv7l"), "{round}: {output}");
+        let recorded = std::fs::read_dir(&entries).unwrap().count();
+        assert_eq!(recorded, 1, "{round}: one entry for the one image");
+        assert!(leftovers(job.id).is_empty(), "{round}");
+    }
+}
+
+#[test]
 fn armhf_without_injection_fails() {
     // The same image in a plain container, without the interpreter mount, cannot start:
     // this is what the injection fixes.

@@ -7,9 +7,21 @@ use futures_util::StreamExt;
 use super::{is_not_found, Docker};
 use crate::settings::PullPolicy;
 
+/// Facts of a local image that `prepare` needs.
+#[derive(Debug, Clone, Default)]
+pub struct ImageFacts {
+    /// The image ID, a digest of its configuration and therefore of its files.
+    pub id: String,
+    /// Architecture and variant recorded in the metadata, which may be wrong for imported
+    /// images.
+    pub architecture: Option<String>,
+    pub variant: Option<String>,
+}
+
 impl Docker {
     /// Makes `reference` available locally according to `policy`, printing short progress
-    /// lines to `progress`. `platform` selects the variant of a multi-architecture image.
+    /// lines to `progress`, and returns its facts. `platform` selects the variant of a
+    /// multi-architecture image.
     pub async fn ensure_image(
         &self,
         reference: &str,
@@ -17,34 +29,44 @@ impl Docker {
         platform: Option<&str>,
         credentials: Option<DockerCredentials>,
         progress: &mut dyn FnMut(&str),
-    ) -> anyhow::Result<()> {
-        let present = self.image_exists(reference).await?;
-        match (policy, present) {
-            (PullPolicy::Never, false) => bail!(
+    ) -> anyhow::Result<ImageFacts> {
+        let local = self.image_facts(reference).await?;
+        let present = local.is_some();
+        match (policy, local) {
+            (PullPolicy::Never, Some(facts)) | (PullPolicy::IfNotPresent, Some(facts)) => {
+                return Ok(facts)
+            }
+            (PullPolicy::Never, None) => bail!(
                 "image `{reference}` is not present on this host and the pull policy is \
                  `never`; build or load it on the host, or allow another pull policy"
             ),
-            (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
-            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => self
-                .pull(reference, platform, credentials, progress)
-                .await
-                .with_context(|| {
-                    if present {
-                        format!("failed to pull image `{reference}` (pull policy `always`)")
-                    } else {
-                        format!(
-                            "image `{reference}` is not present on this host and could not be \
-                             pulled"
-                        )
-                    }
-                }),
+            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => {}
         }
+        self.pull(reference, platform, credentials, progress)
+            .await
+            .with_context(|| {
+                if present {
+                    format!("failed to pull image `{reference}` (pull policy `always`)")
+                } else {
+                    format!(
+                        "image `{reference}` is not present on this host and could not be pulled"
+                    )
+                }
+            })?;
+        self.image_facts(reference)
+            .await?
+            .with_context(|| format!("image `{reference}` is missing right after its pull"))
     }
 
-    async fn image_exists(&self, reference: &str) -> anyhow::Result<bool> {
+    /// Returns the facts of a local image, or `None` when the host does not have it.
+    async fn image_facts(&self, reference: &str) -> anyhow::Result<Option<ImageFacts>> {
         match self.client.inspect_image(reference).await {
-            Ok(_) => Ok(true),
-            Err(error) if is_not_found(&error) => Ok(false),
+            Ok(image) => Ok(Some(ImageFacts {
+                id: image.id.unwrap_or_default(),
+                architecture: image.architecture,
+                variant: image.variant,
+            })),
+            Err(error) if is_not_found(&error) => Ok(None),
             Err(error) => {
                 Err(error).with_context(|| format!("failed to inspect image `{reference}`"))
             }

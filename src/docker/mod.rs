@@ -6,6 +6,7 @@ mod exec;
 mod files;
 mod image;
 mod processes;
+mod startup;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,7 +27,9 @@ use futures_util::StreamExt;
 use crate::container_options::HostOptions;
 
 pub use exec::{ExecOutcome, ExecRequest, OutputSink};
+pub use image::ImageFacts;
 pub use processes::StopReport;
+pub use startup::Startup;
 
 /// A connected Docker client whose API version was negotiated with the daemon.
 pub struct Docker {
@@ -263,20 +266,6 @@ impl Docker {
             Err(error) if is_not_found(&error) => Ok(false),
             Err(error) => Err(error).with_context(|| format!("failed to remove volume `{name}`")),
         }
-    }
-
-    /// Returns the architecture and variant recorded in the image's metadata, which may be
-    /// wrong for imported images.
-    pub async fn image_platform(
-        &self,
-        reference: &str,
-    ) -> anyhow::Result<(Option<String>, Option<String>)> {
-        let image = self
-            .client
-            .inspect_image(reference)
-            .await
-            .with_context(|| format!("failed to inspect image `{reference}`"))?;
-        Ok((image.architecture, image.variant))
     }
 
     /// Returns all containers, running or not, that carry every `key=value` label given.

@@ -4,9 +4,13 @@
 //!
 //! The architecture comes from the ELF header of the image's `/bin/sh`, because the kernel
 //! picks the interpreter from that header and Docker before 23.0 labels imported images
-//! with the host's architecture. The header can only be read from a container, so the
-//! container is created first and, when the interpreter must be injected, created again
-//! with the bind mount.
+//! with the host's architecture. The header can only be read from a container. The first
+//! job with an image therefore creates the container, reads the header and, when the
+//! interpreter must be injected, creates the container again with the bind mount. Later
+//! jobs find the header in [`header_cache`] and create the container once.
+//!
+//! The container's entrypoint prints `uname -m` and the path of bash, then becomes the
+//! keep-alive shell. `prepare` reads those lines as the container starts.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,10 +19,11 @@ use anyhow::{anyhow, bail, Context};
 
 use crate::binfmt::{self, Emulation};
 use crate::container_options;
-use crate::docker::{ContainerSpec, Docker};
+use crate::docker::{ContainerSpec, Docker, ImageFacts, Startup};
 use crate::elf::{self, Arch};
 use crate::failure::Failure;
 use crate::gc::{self, GcPolicy};
+use crate::header_cache;
 use crate::job::JobContext;
 use crate::names::{self, JobNames};
 use crate::platform::{self, Platform};
@@ -29,16 +34,18 @@ use crate::shell_state;
 use crate::shutdown::Shutdown;
 use crate::stages::cleanup;
 
-/// The shell every image must have; the keep-alive entrypoint and the probe use it.
+/// The shell every image must have; the entrypoint uses it.
 const IMAGE_SHELL: &str = "/bin/sh";
+/// Printed by the entrypoint after the probe's lines.
+const READY_MARKER: &str = "cross-executor: container ready";
+/// Maximum time from the start of a container to its ready line.
+const STARTUP_TIME_LIMIT: Duration = Duration::from_secs(120);
 /// Path of `gitlab_runner_binary` in the job container, which is on PATH in common images.
 const GITLAB_RUNNER_PATH: &str = "/usr/local/bin/gitlab-runner";
 /// Maximum time an interrupted prepare waits for its Docker requests before removing.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 /// Maximum time the garbage collection sweep may add to `prepare`.
 const SWEEP_TIME_LIMIT: Duration = Duration::from_secs(5);
-/// Prints the machine and, when the image has bash, its path.
-const PROBE_SCRIPT: &str = "uname -m; command -v bash || true";
 /// Bytes of the shell read to decide its architecture.
 const ELF_HEADER_BYTES: usize = 64;
 
@@ -142,7 +149,7 @@ async fn create_job_container(
         &job.registry_secrets,
         settings.docker_auth_config.as_deref(),
     )?;
-    docker
+    let facts = docker
         .ensure_image(image, policy, platform_text, credentials, &mut |line| {
             progress::line(line)
         })
@@ -173,9 +180,7 @@ async fn create_job_container(
         labels,
         env: settings.environment.clone(),
         host: container_options::host_options(settings, image)?,
-        // A shell waiting on an open, empty standard input stays alive with no child
-        // process, in any image that has a shell, busybox-only ones included.
-        entrypoint: vec![IMAGE_SHELL.to_owned()],
+        entrypoint: vec![IMAGE_SHELL.to_owned(), "-c".to_owned(), startup_script()],
         command: Vec::new(),
         keep_stdin_open: true,
         network_mode: settings.network_mode.clone(),
@@ -202,7 +207,14 @@ async fn create_job_container(
         }
     };
     let (prepared, ()) = tokio::try_join!(
-        start_job_container(docker, settings, job, image, platform, spec.clone()),
+        start_job_container(
+            docker,
+            settings,
+            job,
+            (image, &facts),
+            platform,
+            spec.clone()
+        ),
         helper
     )?;
     Ok(prepared)
@@ -214,27 +226,27 @@ async fn start_job_container(
     docker: &Docker,
     settings: &Settings,
     job: &JobContext,
-    image: &str,
+    (image, facts): (&str, &ImageFacts),
     platform: Option<&Platform>,
     mut spec: ContainerSpec,
 ) -> anyhow::Result<Prepared> {
     let names = JobNames::for_job(job);
-    docker.create_container(&spec).await?;
-
-    let (shell_path, header) = docker
-        .read_file_start(&names.container, IMAGE_SHELL, ELF_HEADER_BYTES)
-        .await?
-        .ok_or_else(|| {
-            anyhow!(
-                "image `{image}` has no `{IMAGE_SHELL}`; cross-executor needs a POSIX shell there"
-            )
-        })?;
+    let cache_dir = header_cache::default_dir();
+    let cached = header_cache::load(cache_dir.as_deref(), &facts.id);
+    let created = cached.is_none();
+    let header = match cached {
+        Some(header) => header,
+        None => {
+            docker.create_container(&spec).await?;
+            let header = read_shell_header(docker, &names.container, image).await?;
+            header_cache::store(cache_dir.as_deref(), &facts.id, &header);
+            header
+        }
+    };
     let arch = elf::parse_header(&header)
-        .map_err(|error| {
-            anyhow!("`{IMAGE_SHELL}` in image `{image}` (resolved to `{shell_path}`): {error}")
-        })?
+        .map_err(|error| anyhow!("`{IMAGE_SHELL}` in image `{image}`: {error}"))?
         .arch;
-    let metadata = metadata_platform(docker, image, arch).await;
+    let metadata = metadata_platform(image, facts, arch);
     let (effective, source) = platform::effective_platform(
         arch,
         platform,
@@ -259,13 +271,15 @@ async fn start_job_container(
         // QEMU reads the CPU model from the environment of every process it starts.
         spec.env.push(format!("QEMU_CPU={cpu}"));
     }
-    if matches!(emulation, Emulation::Inject { .. }) || cpu.is_some() {
+    let changed = matches!(emulation, Emulation::Inject { .. }) || cpu.is_some();
+    if created && changed {
         docker.remove_container(&names.container).await?;
+    }
+    if !created || changed {
         docker.create_container(&spec).await?;
     }
-    docker.start_container(&names.container).await?;
 
-    let machine = probe_machine(docker, &names.container, image, job)
+    let machine = start_and_probe(docker, &names.container, image, job)
         .await
         .with_context(|| match &cpu {
             Some(cpu) => format!(
@@ -303,14 +317,34 @@ async fn start_job_container(
     })
 }
 
+/// Reads the first bytes of the image's shell from the created `container`, checking that
+/// they are an ELF header.
+async fn read_shell_header(
+    docker: &Docker,
+    container: &str,
+    image: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let (shell_path, header) = docker
+        .read_file_start(container, IMAGE_SHELL, ELF_HEADER_BYTES)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "image `{image}` has no `{IMAGE_SHELL}`; cross-executor needs a POSIX shell there"
+            )
+        })?;
+    elf::parse_header(&header).map_err(|error| {
+        anyhow!("`{IMAGE_SHELL}` in image `{image}` (resolved to `{shell_path}`): {error}")
+    })?;
+    Ok(header)
+}
+
 /// Reads the platform from the image's metadata and notes, without failing, when it names
 /// another architecture than the binaries, as it does for images imported on Docker before
 /// 23.0.
-async fn metadata_platform(docker: &Docker, image: &str, arch: Arch) -> Option<Platform> {
-    let Ok((Some(recorded), variant)) = docker.image_platform(image).await else {
-        return None;
-    };
-    if Arch::from_oci_name(&recorded) != Some(arch) {
+fn metadata_platform(image: &str, facts: &ImageFacts, arch: Arch) -> Option<Platform> {
+    let recorded = facts.architecture.as_deref()?;
+    let variant = facts.variant.as_deref();
+    if Arch::from_oci_name(recorded) != Some(arch) {
         progress::line(&format!(
             "Image {image} is labelled {recorded}, but its files are {arch}; using {arch}"
         ));
@@ -379,8 +413,7 @@ async fn start_helper(
         ..ContainerSpec::default()
     };
     docker.create_container(&spec).await?;
-    docker.start_container(&names.helper_container).await?;
-    probe_machine(docker, &names.helper_container, helper_image, job).await?;
+    start_and_probe(docker, &names.helper_container, helper_image, job).await?;
     progress::line(&format!(
         "Started helper container {} from {helper_image} for the source, cache and artifact stages",
         names.helper_container
@@ -414,24 +447,37 @@ async fn give_directories_to(
     Ok(())
 }
 
-/// Runs `uname -m` through the image's shell, which proves that its binaries execute.
-/// It also looks for bash and records the shell for the `run` stages.
-async fn probe_machine(
+/// Returns the entrypoint's script. It prints the machine and, when the image has bash, its
+/// path, which proves that the container runs its own binaries, then a marker line. Then it
+/// becomes a shell waiting on an open, empty standard input, which stays alive with no
+/// child process in any image that has a shell, busybox-only ones included.
+fn startup_script() -> String {
+    format!("uname -m; command -v bash || true; echo '{READY_MARKER}'; exec {IMAGE_SHELL}")
+}
+
+/// Starts `container` and reads the lines of [`startup_script`]. Returns the machine, and
+/// records the shell for the `run` stages.
+async fn start_and_probe(
     docker: &Docker,
     container: &str,
     image: &str,
     job: &JobContext,
 ) -> anyhow::Result<String> {
-    let (outcome, output) = docker
-        .exec_capture(container, &[IMAGE_SHELL, "-c", PROBE_SCRIPT])
-        .await?;
-    let text = String::from_utf8_lossy(&output).trim().to_owned();
-    if outcome.exit_code != 0 {
-        bail!(
-            "the container of image `{image}` cannot run its own binaries (exit code {}): {text}",
-            outcome.exit_code
-        );
-    }
+    let output = match docker
+        .start_until_marker(container, READY_MARKER, STARTUP_TIME_LIMIT)
+        .await?
+    {
+        Startup::Ready(output) => output,
+        Startup::Ended { output, exit_code } => {
+            let text = String::from_utf8_lossy(&output).trim().to_owned();
+            let code = exit_code.map_or_else(|| "unknown".to_owned(), |code| code.to_string());
+            bail!(
+                "the container of image `{image}` cannot run its own binaries (exit code \
+                 {code}): {text}"
+            );
+        }
+    };
+    let text = String::from_utf8_lossy(&output);
     let mut lines = text.lines();
     let machine = lines.next().unwrap_or_default().trim().to_owned();
     let shell = shell_state::from_probe(lines.next().unwrap_or_default());
