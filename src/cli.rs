@@ -36,6 +36,9 @@ pub enum Command {
     },
     /// Remove the job's container and volumes (cleanup_exec).
     Cleanup,
+    /// Fill the container pool for the job in the environment; `prepare` starts this.
+    #[command(name = "pool-fill", hide = true)]
+    PoolFill,
     /// Check Docker, binfmt_misc and QEMU for the configured architectures.
     Doctor {
         /// Also run `uname -m` in a container of this image, the way prepare does.

@@ -1,7 +1,7 @@
 //! Turns the container settings (limits, capabilities, mounts, allow-lists) into checked,
 //! typed values for the job container, and decides which image and pull policy a job may use.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use globset::Glob;
@@ -26,7 +26,7 @@ pub struct HostOptions {
     pub extra_hosts: Vec<String>,
     /// Bind mounts and anonymous volumes in Docker's `Binds` form.
     pub binds: Vec<String>,
-    pub tmpfs: HashMap<String, String>,
+    pub tmpfs: BTreeMap<String, String>,
     /// Devices as (host path, container path, cgroup permissions).
     pub devices: Vec<(String, String, String)>,
 }
@@ -134,11 +134,7 @@ pub fn host_options(settings: &Settings, image: &str) -> anyhow::Result<HostOpti
         dns: settings.dns.clone(),
         extra_hosts: settings.extra_hosts.clone(),
         binds,
-        tmpfs: settings
-            .tmpfs
-            .iter()
-            .map(|(path, options)| (path.clone(), options.clone()))
-            .collect(),
+        tmpfs: settings.tmpfs.clone(),
         devices,
     })
 }

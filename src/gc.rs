@@ -1,15 +1,18 @@
 //! Garbage collection of job containers and volumes whose cleanup never came, for example
 //! because the runner crashed or was killed.
 //!
-//! Only objects with the driver's `scope=job` label are candidates; the projects' shared
-//! cache volumes are never removed. An object is abandoned once its job's timeout (from
-//! its labels) plus a margin has passed since it was created, or, when a maximum age is
-//! given, once it is older than that.
+//! Only objects with the driver's `scope=job` or `scope=pool` label are candidates; the
+//! projects' shared cache volumes are never removed. A job object is abandoned once its
+//! job's timeout (from its labels) plus a margin has passed since it was created. A pooled
+//! container that still waits is abandoned after the pool's maximum idle time, and one that
+//! a job took after a day plus that time, because its labels cannot carry the job's
+//! timeout. When a maximum age is given, any candidate older than that is abandoned.
 
 use std::time::Duration;
 
 use crate::docker::{Docker, LabelledObject};
 use crate::names;
+use crate::pool;
 
 /// Added to a job's timeout before its objects count as abandoned, because cleanup runs
 /// after the job and may take its own time.
@@ -27,6 +30,8 @@ pub struct GcPolicy {
     pub dry_run: bool,
     /// Only objects of the runner with this short token.
     pub runner: Option<String>,
+    /// Time a pooled container may wait for a job.
+    pub pool_max_idle: Duration,
 }
 
 /// Objects a collection removed (or would remove), and the removals that failed.
@@ -44,10 +49,7 @@ pub async fn collect(
     policy: GcPolicy,
     report_line: &mut dyn FnMut(&str),
 ) -> anyhow::Result<GcReport> {
-    let mut filter = vec![
-        format!("{}=true", names::LABEL_MANAGED),
-        format!("{}=job", names::LABEL_SCOPE),
-    ];
+    let mut filter = vec![format!("{}=true", names::LABEL_MANAGED)];
     if let Some(runner) = &policy.runner {
         filter.push(format!("{}={runner}", names::LABEL_RUNNER));
     }
@@ -60,7 +62,12 @@ pub async fn collect(
     let mut report = GcReport::default();
 
     for container in docker.containers_with_labels(&filter).await? {
-        if !is_abandoned(&container, now, policy.max_age) {
+        let abandoned = match container.labels.get(names::LABEL_SCOPE).map(String::as_str) {
+            Some("job") => is_abandoned(&container, now, policy.max_age),
+            Some("pool") => is_abandoned_in_pool(&container, now, &policy),
+            _ => false,
+        };
+        if !abandoned {
             continue;
         }
         if !policy.dry_run {
@@ -72,6 +79,7 @@ pub async fn collect(
         report_line(&format!("{verb} container {}", container.name));
         report.containers.push(container.name);
     }
+    filter.push(format!("{}=job", names::LABEL_SCOPE));
     for volume in docker.volumes_with_labels(&filter).await? {
         if !is_abandoned(&volume, now, policy.max_age) {
             continue;
@@ -108,6 +116,17 @@ fn is_abandoned(object: &LabelledObject, now: u64, max_age: Option<Duration>) ->
     now.saturating_sub(created) >= allowed
 }
 
+fn is_abandoned_in_pool(container: &LabelledObject, now: u64, policy: &GcPolicy) -> bool {
+    let max_age = policy.max_age.unwrap_or_else(|| {
+        if pool::is_waiting(&container.name, &container.labels) {
+            policy.pool_max_idle
+        } else {
+            policy.pool_max_idle + Duration::from_secs(FALLBACK_MAX_AGE_SECONDS)
+        }
+    });
+    is_abandoned(container, now, Some(max_age))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +140,7 @@ mod tests {
         LabelledObject {
             name: "x".into(),
             labels,
+            running: false,
         }
     }
 
@@ -139,11 +159,61 @@ mod tests {
         assert!(!is_abandoned(&object(now - 59, None), now, max_age));
     }
 
+    fn pooled(name: &str, created: u64) -> LabelledObject {
+        let labels = HashMap::from([
+            (names::LABEL_CREATED.to_owned(), created.to_string()),
+            (names::LABEL_POOL_SLOT.to_owned(), "slot-0".to_owned()),
+        ]);
+        LabelledObject {
+            name: name.into(),
+            labels,
+            running: true,
+        }
+    }
+
+    #[test]
+    fn pooled_containers_age_by_state() {
+        let now = 1_000_000;
+        let policy = GcPolicy {
+            max_age: None,
+            dry_run: false,
+            runner: None,
+            pool_max_idle: Duration::from_secs(3600),
+        };
+        // A waiting container goes after the idle time, a taken one only after a day more.
+        assert!(!is_abandoned_in_pool(
+            &pooled("slot-0", now - 3599),
+            now,
+            &policy
+        ));
+        assert!(is_abandoned_in_pool(
+            &pooled("slot-0", now - 3600),
+            now,
+            &policy
+        ));
+        assert!(!is_abandoned_in_pool(
+            &pooled("job-1", now - 3600),
+            now,
+            &policy
+        ));
+        assert!(is_abandoned_in_pool(
+            &pooled("job-1", now - 3600 - 86_400),
+            now,
+            &policy
+        ));
+        let fixed = GcPolicy {
+            max_age: Some(Duration::ZERO),
+            ..policy
+        };
+        assert!(is_abandoned_in_pool(&pooled("job-1", now), now, &fixed));
+    }
+
     #[test]
     fn abandoned_needs_creation_label() {
         let unlabelled = LabelledObject {
             name: "x".into(),
             labels: HashMap::new(),
+            running: false,
         };
         assert!(!is_abandoned(&unlabelled, 1_000_000, Some(Duration::ZERO)));
     }

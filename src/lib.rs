@@ -16,6 +16,7 @@ pub mod admin;
 pub mod binfmt;
 pub mod cli;
 pub mod container_options;
+pub mod container_plan;
 pub mod docker;
 pub mod elf;
 pub mod env;
@@ -25,6 +26,7 @@ pub mod header_cache;
 pub mod job;
 pub mod names;
 pub mod platform;
+pub mod pool;
 pub mod progress;
 pub mod registry_auth;
 pub mod routing;
@@ -109,6 +111,7 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
             max_age: max_age.or(settings.gc_max_age).map(Duration::from_secs),
             dry_run,
             runner,
+            pool_max_idle: Duration::from_secs(settings.pool_max_idle),
         };
         return tokio::select! {
             outcome = stages::gc::run(policy) => Ok(outcome?),
@@ -128,6 +131,7 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
     match cli.command {
         Command::Config => Ok(stages::config::run(&settings, &job)?),
         Command::Prepare => stages::prepare::run(&settings, &job, &mut shutdown).await,
+        Command::PoolFill => Ok(stages::pool_fill::run(&settings, &job).await?),
         Command::Run { script, stage } => {
             stages::run::run(&settings, &job, snapshot, &script, &stage, &mut shutdown).await
         }

@@ -26,6 +26,11 @@ pub const LABEL_ROLE: &str = "io.cross-executor.role";
 /// Label whose value `job` marks objects removed with the job and `shared` marks objects
 /// kept across jobs (the project's cache volume).
 pub const LABEL_SCOPE: &str = "io.cross-executor.scope";
+/// Label with the key of a pooled container: the digest of its configuration.
+pub const LABEL_POOL_KEY: &str = "io.cross-executor.pool-key";
+/// Label with the name a pooled container was created with. The container keeps that
+/// name while it waits, and a job that takes it renames it.
+pub const LABEL_POOL_SLOT: &str = "io.cross-executor.pool-slot";
 
 const PREFIX: &str = "cross-executor";
 /// Maximum length of a Docker object name; longer derived names are shortened with a hash.
@@ -92,6 +97,27 @@ pub fn shared_labels(job: &JobContext) -> HashMap<String, String> {
         (LABEL_RUNNER.into(), job.runner_short_token.clone()),
         (LABEL_CREATED.into(), created.to_string()),
     ])
+}
+
+/// Returns the name of slot `slot` of the pool with key `key`.
+pub fn pool_slot_name(job: &JobContext, key: &str, slot: u32) -> String {
+    bounded_name(&[
+        PREFIX,
+        "pool",
+        &name_part(&job.runner_short_token),
+        key,
+        &slot.to_string(),
+    ])
+}
+
+/// Labels of a pooled container: the project's, because it mounts the project's cache
+/// volume, with scope `pool`.
+pub fn pool_labels(job: &JobContext, key: &str, slot_name: &str) -> HashMap<String, String> {
+    let mut labels = shared_labels(job);
+    labels.insert(LABEL_SCOPE.into(), "pool".into());
+    labels.insert(LABEL_POOL_KEY.into(), key.into());
+    labels.insert(LABEL_POOL_SLOT.into(), slot_name.into());
+    labels
 }
 
 /// Returns the current time in Unix seconds.

@@ -122,6 +122,14 @@ pub struct Settings {
     /// Statically linked gitlab-runner on the host, mounted read-only into the job container
     /// as `/usr/local/bin/gitlab-runner`.
     pub gitlab_runner_binary: Option<String>,
+    /// Started, idle job containers kept for each image and project, so `prepare` can take
+    /// one instead of starting a container; 0 turns the pool off.
+    pub pool_size: u32,
+    /// Seconds an idle pooled container waits for a job before garbage collection removes it.
+    pub pool_max_idle: u64,
+    /// The settings file these settings came from, passed on to the pool's refill process.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// A platform for the images whose reference matches a glob pattern.
@@ -133,6 +141,11 @@ pub struct ImagePlatform {
     /// Platform string, for example `linux/arm/v6`.
     pub platform: String,
 }
+
+/// Maximum value of `pool_size`, because every pooled container uses memory while it waits.
+const MAX_POOL_SIZE: u32 = 16;
+/// Default `pool_max_idle`: one hour.
+const DEFAULT_POOL_MAX_IDLE: u64 = 3600;
 
 /// Default process limit: enough for parallel builds, low enough to stop a fork bomb.
 const DEFAULT_PIDS_LIMIT: i64 = 4096;
@@ -178,6 +191,9 @@ impl Default for Settings {
             docker_auth_config: None,
             helper_image: None,
             gitlab_runner_binary: None,
+            pool_size: 0,
+            pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+            file: None,
         }
     }
 }
@@ -193,7 +209,10 @@ impl Settings {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("failed to read the settings file `{}`", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid settings file `{}`", path.display()))
+        let mut settings = Self::parse(&text)
+            .with_context(|| format!("invalid settings file `{}`", path.display()))?;
+        settings.file = Some(std::path::absolute(&path).unwrap_or(path));
+        Ok(settings)
     }
 
     /// Parses and checks settings text.
@@ -270,6 +289,19 @@ impl Settings {
             arch_from_qemu_name(name).context("invalid entry in `architectures`")?;
         }
         crate::container_options::validate(self)?;
+        if self.pool_size > MAX_POOL_SIZE {
+            bail!(
+                "`pool_size` is {}, more than the maximum of {MAX_POOL_SIZE}",
+                self.pool_size
+            );
+        }
+        if self.pool_size > 0 && self.helper_image.is_some() {
+            bail!(
+                "`pool_size` cannot be combined with `helper_image`, because the helper container \
+                 cannot mount the builds volume of a pooled container; remove one of the two \
+                 settings"
+            );
+        }
         if let Some(mode) = &self.network_mode {
             if mode.trim().is_empty() {
                 bail!("`network_mode` must name a Docker network mode, or be left out");
@@ -388,6 +420,24 @@ mod tests {
             Settings::parse("[[image_platforms]]\nimage = \"x\"\nplatform = \"linux/z80\"\n")
                 .unwrap_err();
         assert!(format!("{error:#}").contains("z80"), "{error:#}");
+    }
+
+    #[test]
+    fn pool_size_checked() {
+        let settings = Settings::parse("pool_size = 2\n").unwrap();
+        assert_eq!(settings.pool_size, 2);
+        assert_eq!(settings.pool_max_idle, DEFAULT_POOL_MAX_IDLE);
+        let too_large = Settings::parse("pool_size = 17\n").unwrap_err();
+        assert!(
+            format!("{too_large:#}").contains("maximum of 16"),
+            "{too_large:#}"
+        );
+        let with_helper =
+            Settings::parse("pool_size = 1\nhelper_image = \"helper:1\"\n").unwrap_err();
+        assert!(
+            format!("{with_helper:#}").contains("helper_image"),
+            "{with_helper:#}"
+        );
     }
 
     #[test]

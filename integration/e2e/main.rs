@@ -9,5 +9,6 @@ mod faults;
 mod helper;
 mod jobs;
 mod limits;
+mod pool;
 mod registry;
 mod support;

@@ -41,6 +41,8 @@ pub struct Docker {
 pub struct LabelledObject {
     pub name: String,
     pub labels: HashMap<String, String>,
+    /// Whether the object is a running container; always false for volumes.
+    pub running: bool,
 }
 
 /// Configuration of a job container.
@@ -56,7 +58,8 @@ pub struct ContainerSpec {
     /// Keep the container's standard input open, so a shell entrypoint waits on it forever.
     pub keep_stdin_open: bool,
     pub network_mode: Option<String>,
-    /// Named volumes as (volume, path in the container).
+    /// Volumes as (volume, path in the container); an empty volume name means an anonymous
+    /// volume.
     pub volumes: Vec<(String, String)>,
     /// Read-only bind mounts as (host path, path in the container).
     pub read_only_binds: Vec<(String, String)>,
@@ -167,12 +170,36 @@ impl Docker {
 
     /// Creates a stopped container and returns its id.
     pub async fn create_container(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+        self.create(spec)
+            .await
+            .map(|created| created.id)
+            .with_context(|| creation_failed(spec))
+    }
+
+    /// Creates a stopped container like [`Docker::create_container`]. Returns false when a
+    /// container of that name exists already.
+    pub async fn create_container_unless_taken(
+        &self,
+        spec: &ContainerSpec,
+    ) -> anyhow::Result<bool> {
+        match self.create(spec).await {
+            Ok(_) => Ok(true),
+            Err(error) if is_conflict(&error) => Ok(false),
+            Err(error) => Err(error).with_context(|| creation_failed(spec)),
+        }
+    }
+
+    async fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<bollard::models::ContainerCreateResponse, BollardError> {
         let mut mounts: Vec<Mount> = spec
             .volumes
             .iter()
             .map(|(volume, target)| Mount {
                 typ: Some(MountType::VOLUME),
-                source: Some(volume.clone()),
+                // An empty name means an anonymous volume, which Docker removes with the container.
+                source: (!volume.is_empty()).then(|| volume.clone()),
                 target: Some(target.clone()),
                 ..Default::default()
             })
@@ -199,17 +226,7 @@ impl Docker {
             name: Some(spec.name.clone()),
             ..Default::default()
         };
-        let created = self
-            .client
-            .create_container(Some(options), body)
-            .await
-            .with_context(|| {
-                format!(
-                    "failed to create container `{}` from image `{}`",
-                    spec.name, spec.image
-                )
-            })?;
-        Ok(created.id)
+        self.client.create_container(Some(options), body).await
     }
 
     pub async fn start_container(&self, name: &str) -> anyhow::Result<()> {
@@ -217,6 +234,20 @@ impl Docker {
             .start_container(name, None)
             .await
             .with_context(|| format!("failed to start container `{name}`"))
+    }
+
+    /// Renames a container. Returns false when no container has the old name, for example
+    /// because another job renamed it first.
+    pub async fn rename_container(&self, name: &str, new_name: &str) -> anyhow::Result<bool> {
+        let options = bollard::query_parameters::RenameContainerOptions {
+            name: new_name.to_owned(),
+        };
+        match self.client.rename_container(name, options).await {
+            Ok(()) => Ok(true),
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(error)
+                .with_context(|| format!("failed to rename container `{name}` to `{new_name}`")),
+        }
     }
 
     /// Force-removes a container with its anonymous volumes. Returns false when it did not
@@ -290,6 +321,8 @@ impl Docker {
                 Some(LabelledObject {
                     name: name.trim_start_matches('/').to_owned(),
                     labels: container.labels.unwrap_or_default(),
+                    running: container.state
+                        == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
                 })
             })
             .collect())
@@ -315,6 +348,7 @@ impl Docker {
             .map(|volume| LabelledObject {
                 name: volume.name,
                 labels: volume.labels,
+                running: false,
             })
             .collect())
     }
@@ -376,7 +410,7 @@ fn host_config(spec: &ContainerSpec, mounts: Vec<Mount>) -> HostConfig {
         dns: non_empty(&host.dns),
         extra_hosts: non_empty(&host.extra_hosts),
         binds: non_empty(&host.binds),
-        tmpfs: (!host.tmpfs.is_empty()).then(|| host.tmpfs.clone()),
+        tmpfs: (!host.tmpfs.is_empty()).then(|| host.tmpfs.clone().into_iter().collect()),
         devices: (!host.devices.is_empty()).then(|| {
             host.devices
                 .iter()
@@ -396,6 +430,13 @@ fn status_code(error: &BollardError) -> Option<u16> {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
+}
+
+fn creation_failed(spec: &ContainerSpec) -> String {
+    format!(
+        "failed to create container `{}` from image `{}`",
+        spec.name, spec.image
+    )
 }
 
 fn is_not_found(error: &BollardError) -> bool {

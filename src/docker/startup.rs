@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bollard::query_parameters::AttachContainerOptions;
+use bollard::container::LogOutput;
+use bollard::query_parameters::{AttachContainerOptions, LogsOptions};
 use futures_util::StreamExt;
 
 use super::Docker;
@@ -50,23 +51,8 @@ impl Docker {
             .with_context(|| format!("failed to attach to container `{container}`"))?;
         self.start_container(container).await?;
 
-        let mut frames = attached.output;
         let mut output = Vec::new();
-        let read = async {
-            while let Some(frame) = frames.next().await {
-                let frame = frame.with_context(|| {
-                    format!("failed to read the output of container `{container}`")
-                })?;
-                let room = KEPT_OUTPUT_BYTES.saturating_sub(output.len());
-                let bytes = frame.into_bytes();
-                output.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                if let Some(end) = output_before_marker(&output, marker) {
-                    output.truncate(end);
-                    return Ok(true);
-                }
-            }
-            anyhow::Ok(false)
-        };
+        let read = read_until_marker(attached.output, &mut output, marker, container);
         let Ok(ready) = tokio::time::timeout(limit, read).await else {
             bail!(
                 "container `{container}` did not finish starting within {} s",
@@ -84,6 +70,58 @@ impl Docker {
             .and_then(|state| state.exit_code);
         Ok(Startup::Ended { output, exit_code })
     }
+}
+
+impl Docker {
+    /// Returns what a started container's entrypoint printed before a line equal to
+    /// `marker`, read from its log and waiting at most `limit` for the line. Returns `None`
+    /// when the container stopped or the time ran out without the line.
+    pub async fn output_before_marker(
+        &self,
+        container: &str,
+        marker: &str,
+        limit: Duration,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow: true,
+            ..Default::default()
+        };
+        let frames = self.client.logs(container, Some(options));
+        let mut output = Vec::new();
+        let read = read_until_marker(frames, &mut output, marker, container);
+        match tokio::time::timeout(limit, read).await {
+            Ok(Ok(true)) => Ok(Some(output)),
+            Ok(Ok(false)) | Err(_) => Ok(None),
+            Ok(Err(error)) => Err(error),
+        }
+    }
+}
+
+/// Collects output frames into `output` until a line equal to `marker`, and returns whether
+/// that line came. `output` then contains what came before it.
+async fn read_until_marker<S>(
+    mut frames: S,
+    output: &mut Vec<u8>,
+    marker: &str,
+    container: &str,
+) -> anyhow::Result<bool>
+where
+    S: futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+{
+    while let Some(frame) = frames.next().await {
+        let frame = frame
+            .with_context(|| format!("failed to read the output of container `{container}`"))?;
+        let room = KEPT_OUTPUT_BYTES.saturating_sub(output.len());
+        let bytes = frame.into_bytes();
+        output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(end) = output_before_marker(output, marker) {
+            output.truncate(end);
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Returns the length of the output before a complete line equal to `marker`.

@@ -3,5 +3,6 @@
 pub mod cleanup;
 pub mod config;
 pub mod gc;
+pub mod pool_fill;
 pub mod prepare;
 pub mod run;

@@ -1,0 +1,232 @@
+//! Started, idle job containers that `prepare` takes instead of starting one (setting
+//! `pool_size`).
+//!
+//! Starting a container is most of the time `prepare` takes. A pooled container is created
+//! from the configuration a job of that image and project gets, except that its builds
+//! directory is an anonymous volume, which Docker removes with the container, instead of
+//! the job's named volume. Its key is a digest of that configuration and the image ID, so
+//! a job only takes a container that it could have created itself.
+//!
+//! A pool has `pool_size` slots with fixed names. A job takes a waiting container by
+//! renaming it to the job container's name, and Docker renames atomically, so two jobs
+//! never take the same container. A refill process, which `prepare` starts in the
+//! background, then creates a container in every free slot. There a name conflict means
+//! that another refill took the slot first.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::docker::{ContainerSpec, Docker, Startup};
+use crate::job::JobContext;
+use crate::names;
+
+/// Maximum wait for a taken container that is still starting to print its ready line.
+const READY_WAIT: Duration = Duration::from_secs(10);
+/// Hex digits of the key in names and labels.
+const KEY_LENGTH: usize = 16;
+
+/// Returns the pooled form of a job container's configuration: no name or job labels,
+/// and an anonymous volume in place of the job's builds volume.
+pub fn pooled_spec(job_spec: &ContainerSpec, builds_volume: &str) -> ContainerSpec {
+    let mut spec = job_spec.clone();
+    spec.name = String::new();
+    spec.labels = HashMap::new();
+    for (volume, _) in &mut spec.volumes {
+        if volume == builds_volume {
+            volume.clear();
+        }
+    }
+    spec
+}
+
+/// Returns the key of a pooled configuration: a digest of every part that Docker applies
+/// when it creates the container, the image ID and the extra labels from the settings.
+pub fn key(pooled: &ContainerSpec, image_id: &str, extra_labels: &[(String, String)]) -> String {
+    let material = format!(
+        "{}\n{image_id}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n{extra_labels:?}",
+        env!("CARGO_PKG_VERSION"),
+        pooled.image,
+        pooled.entrypoint,
+        pooled.command,
+        pooled.env,
+        pooled.hostname,
+        pooled.keep_stdin_open,
+        pooled.network_mode,
+        pooled.volumes,
+        pooled.read_only_binds,
+        pooled.host,
+    );
+    let digest = Sha256::digest(material.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    hex[..KEY_LENGTH].to_owned()
+}
+
+/// Takes a waiting container of the pool with `key` and renames it to `container`.
+/// Returns the container's startup output, or `None` when the pool has no usable container.
+/// A waiting container whose startup output lacks `marker` is removed.
+pub async fn take(
+    docker: &Docker,
+    job: &JobContext,
+    key: &str,
+    container: &str,
+    marker: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let filter = [
+        format!("{}=true", names::LABEL_MANAGED),
+        format!("{}=pool", names::LABEL_SCOPE),
+        format!("{}={}", names::LABEL_RUNNER, job.runner_short_token),
+        format!("{}={key}", names::LABEL_POOL_KEY),
+    ];
+    let mut waiting: Vec<_> = docker
+        .containers_with_labels(&filter)
+        .await?
+        .into_iter()
+        .filter(|object| object.running && is_waiting(&object.name, &object.labels))
+        .collect();
+    // The oldest first, so no container waits long enough to be collected.
+    waiting.sort_by_key(|object| object.labels.get(names::LABEL_CREATED).cloned());
+    for candidate in waiting {
+        if !docker.rename_container(&candidate.name, container).await? {
+            continue;
+        }
+        if let Some(output) = docker
+            .output_before_marker(container, marker, READY_WAIT)
+            .await?
+        {
+            return Ok(Some(output));
+        }
+        docker.remove_container(container).await?;
+    }
+    Ok(None)
+}
+
+/// Returns whether a pooled container still waits for a job, that is whether it still has
+/// the name of its slot.
+pub fn is_waiting(name: &str, labels: &HashMap<String, String>) -> bool {
+    labels.get(names::LABEL_POOL_SLOT).map(String::as_str) == Some(name)
+}
+
+/// Inputs of [`fill`].
+pub struct FillRequest<'a> {
+    pub job: &'a JobContext,
+    pub pooled: ContainerSpec,
+    pub key: &'a str,
+    pub size: u32,
+    pub extra_labels: &'a [(String, String)],
+    pub marker: &'a str,
+    pub startup_limit: Duration,
+}
+
+/// Creates and starts a container in every free slot of the pool, and returns the names
+/// of the new containers. `after_start` runs on each started container.
+pub async fn fill<F, Fut>(
+    docker: &Docker,
+    request: FillRequest<'_>,
+    after_start: F,
+) -> anyhow::Result<Vec<String>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut created = Vec::new();
+    for slot in 0..request.size {
+        let name = names::pool_slot_name(request.job, request.key, slot);
+        let mut spec = request.pooled.clone();
+        spec.name = name.clone();
+        spec.labels = request.extra_labels.iter().cloned().collect();
+        spec.labels
+            .extend(names::pool_labels(request.job, request.key, &name));
+        if !docker.create_container_unless_taken(&spec).await? {
+            continue;
+        }
+        let started = async {
+            match docker
+                .start_until_marker(&name, request.marker, request.startup_limit)
+                .await?
+            {
+                Startup::Ready(_) => after_start(name.clone()).await,
+                Startup::Ended { output, exit_code } => bail!(
+                    "pooled container `{name}` stopped while starting (exit code {exit_code:?}): {}",
+                    String::from_utf8_lossy(&output).trim()
+                ),
+            }
+        };
+        if let Err(error) = started.await {
+            // Only a started container may wait in a slot.
+            let _ = docker.remove_container(&name).await;
+            return Err(error).context("failed to fill the container pool");
+        }
+        created.push(name);
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "job-1".into(),
+            image: "img".into(),
+            labels: HashMap::from([("io.cross-executor.job-id".into(), "1".into())]),
+            volumes: vec![
+                ("job-1-builds".into(), "/builds".into()),
+                ("cache-7".into(), "/cache".into()),
+            ],
+            ..ContainerSpec::default()
+        }
+    }
+
+    #[test]
+    fn pooled_spec_has_anonymous_builds_volume() {
+        let pooled = pooled_spec(&spec(), "job-1-builds");
+        assert_eq!(pooled.volumes[0], (String::new(), "/builds".to_owned()));
+        assert_eq!(
+            pooled.volumes[1],
+            ("cache-7".to_owned(), "/cache".to_owned())
+        );
+        assert!(pooled.name.is_empty());
+        assert!(pooled.labels.is_empty());
+    }
+
+    #[test]
+    fn key_ignores_job_identity() {
+        let mut other = spec();
+        other.name = "job-2".into();
+        other
+            .labels
+            .insert("io.cross-executor.job-id".into(), "2".into());
+        other.volumes[0].0 = "job-2-builds".into();
+        let first = key(&pooled_spec(&spec(), "job-1-builds"), "sha256:a", &[]);
+        let second = key(&pooled_spec(&other, "job-2-builds"), "sha256:a", &[]);
+        assert_eq!(first, second);
+        assert_eq!(first.len(), KEY_LENGTH);
+    }
+
+    #[test]
+    fn key_follows_configuration() {
+        let base = pooled_spec(&spec(), "job-1-builds");
+        let reference = key(&base, "sha256:a", &[]);
+        assert_ne!(key(&base, "sha256:b", &[]), reference);
+        let mut with_env = base.clone();
+        with_env.env.push("QEMU_CPU=arm1176".into());
+        assert_ne!(key(&with_env, "sha256:a", &[]), reference);
+        let mut other_cache = base.clone();
+        other_cache.volumes[1].0 = "cache-8".into();
+        assert_ne!(key(&other_cache, "sha256:a", &[]), reference);
+        let labels = [("team".to_owned(), "arm".to_owned())];
+        assert_ne!(key(&base, "sha256:a", &labels), reference);
+    }
+
+    #[test]
+    fn waiting_means_slot_name_kept() {
+        let labels = HashMap::from([(names::LABEL_POOL_SLOT.to_owned(), "slot-0".to_owned())]);
+        assert!(is_waiting("slot-0", &labels));
+        assert!(!is_waiting("job-1", &labels));
+        assert!(!is_waiting("slot-0", &HashMap::new()));
+    }
+}

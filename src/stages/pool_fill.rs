@@ -1,0 +1,121 @@
+//! The container pool's refill (setting `pool_size`): a process that `prepare` starts in
+//! the background with the job's environment. It computes the job container's
+//! configuration as `prepare` does and starts a container in every free slot of the pool
+//! for that configuration, so the project's next job with the same image finds one.
+//!
+//! The refill runs in its own process group, with no standard input or output, so the
+//! runner neither waits for it nor stops it with the job. It writes what it did, errors
+//! included, to `pool-fill.log` in the driver's cache directory, replacing the last refill's
+//! lines.
+
+use std::process::Stdio;
+
+use anyhow::Context;
+
+use crate::container_plan::{self, Plan, READY_MARKER, STARTUP_TIME_LIMIT};
+use crate::docker::{Docker, ImageFacts};
+use crate::env;
+use crate::header_cache;
+use crate::job::JobContext;
+use crate::names::{self, JobNames};
+use crate::platform::Platform;
+use crate::pool::{self, FillRequest};
+use crate::progress;
+use crate::settings::{PullPolicy, Settings};
+use crate::stages::prepare;
+
+/// Name of the hidden subcommand that runs [`run`].
+pub const SUBCOMMAND: &str = "pool-fill";
+
+/// Returns the pool key of a job container's plan.
+pub fn pool_key(settings: &Settings, plan: &Plan, names: &JobNames, facts: &ImageFacts) -> String {
+    let pooled = pool::pooled_spec(&plan.spec, &names.builds_volume);
+    pool::key(&pooled, &facts.id, &extra_labels(settings))
+}
+
+fn extra_labels(settings: &Settings) -> Vec<(String, String)> {
+    settings
+        .labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// Starts the refill process for the current job; a failure only costs later jobs the pool.
+pub fn start_in_background(settings: &Settings) {
+    use std::os::unix::process::CommandExt;
+
+    let log = header_cache::default_dir()
+        .and_then(|dir| dir.parent().map(|parent| parent.join("pool-fill.log")))
+        .and_then(|path| std::fs::File::create(path).ok());
+    let stderr = log.map_or_else(Stdio::null, Stdio::from);
+    let started = std::env::current_exe().and_then(|exe| {
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg(SUBCOMMAND)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0);
+        if let Some(file) = &settings.file {
+            command.env(env::SETTINGS_FILE, file);
+        }
+        command.spawn()
+    });
+    if let Err(error) = started {
+        progress::warning(&format!(
+            "failed to start the container pool's refill: {error}"
+        ));
+    }
+}
+
+/// Fills the pool of the job's image and project.
+pub async fn run(settings: &Settings, job: &JobContext) -> anyhow::Result<()> {
+    if settings.pool_size == 0 {
+        return Ok(());
+    }
+    let image = prepare::job_image(settings, job)?;
+    let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
+    let docker = Docker::connect().await?;
+    let names = JobNames::for_job(job);
+    let facts = docker
+        .ensure_image(&image, PullPolicy::Never, None, None, &mut |_| {})
+        .await?;
+    let Some(header) = header_cache::load(header_cache::default_dir().as_deref(), &facts.id) else {
+        eprintln!("The ELF header of image {image} is not cached yet; nothing to fill");
+        return Ok(());
+    };
+    let spec = container_plan::base_spec(settings, job, &image, &names)?;
+    let plan = container_plan::plan(settings, (&image, &facts), platform.as_ref(), &header, spec)?;
+    let key = pool_key(settings, &plan, &names, &facts);
+    docker
+        .create_volume(&names.cache_volume, &names::shared_labels(job))
+        .await?;
+
+    let labels = extra_labels(settings);
+    let request = FillRequest {
+        job,
+        pooled: pool::pooled_spec(&plan.spec, &names.builds_volume),
+        key: &key,
+        size: settings.pool_size,
+        extra_labels: &labels,
+        marker: READY_MARKER,
+        startup_limit: STARTUP_TIME_LIMIT,
+    };
+    let docker = &docker;
+    let created = pool::fill(docker, request, |name| async move {
+        match &settings.user {
+            Some(user) => prepare::give_directories_to(docker, &name, user, settings).await,
+            None => Ok(()),
+        }
+    })
+    .await
+    .with_context(|| format!("pool of image `{image}`, key {key}"))?;
+    for name in &created {
+        eprintln!("Started pooled container {name}");
+    }
+    if created.is_empty() {
+        eprintln!("Every slot of pool {key} is taken");
+    }
+    Ok(())
+}
