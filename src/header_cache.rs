@@ -8,21 +8,24 @@
 //!
 //! Entries live in `$XDG_CACHE_HOME/cross-executor/image-headers`, or in
 //! `$HOME/.cache/cross-executor/image-headers` without it. Each is a file named after the
-//! digest, with the header in hex. Jobs write entries concurrently, so each write goes
-//! to a temporary file that is then renamed into place. Any failure only costs a cache
-//! miss.
+//! digest, with the header in hex. Jobs write entries concurrently, so each is written
+//! whole through [`crate::atomic_file`]. Any failure only costs a cache miss.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Returns the cache directory of the driver's user, or `None` when neither
-/// `XDG_CACHE_HOME` nor `HOME` is set.
-pub fn default_dir() -> Option<PathBuf> {
+/// Returns the driver's cache directory for its user, `cross-executor` in
+/// `XDG_CACHE_HOME` or `~/.cache`, or `None` when neither variable is set.
+pub fn driver_cache_dir() -> Option<PathBuf> {
     let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
     let base = set("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(base.join("cross-executor").join("image-headers"))
+    Some(base.join("cross-executor"))
+}
+
+/// Returns the directory of the header entries.
+pub fn default_dir() -> Option<PathBuf> {
+    Some(driver_cache_dir()?.join("image-headers"))
 }
 
 /// Returns the recorded header of the image with ID `image_id`, if any.
@@ -41,12 +44,8 @@ pub fn store(dir: Option<&Path>, image_id: &str, header: &[u8]) {
 
 fn write_entry(dir: &Path, image_id: &str, header: &[u8]) -> std::io::Result<()> {
     let path = entry_path(dir, image_id).ok_or(std::io::ErrorKind::InvalidInput)?;
-    std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
     let text: String = header.iter().map(|byte| format!("{byte:02x}")).collect();
-    writeln!(file, "{text}")?;
-    file.persist(path).map_err(|error| error.error)?;
-    Ok(())
+    crate::atomic_file::write(&path, format!("{text}\n").as_bytes())
 }
 
 /// Returns the entry's path, or `None` when the ID is not a `sha256:` digest, so no ID can

@@ -13,6 +13,7 @@
 //!   SIGTERM and SIGINT; [`progress`] writes the driver's lines to the job log.
 
 pub mod admin;
+pub mod atomic_file;
 pub mod binfmt;
 pub mod cli;
 pub mod container_options;

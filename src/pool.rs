@@ -19,9 +19,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
-use crate::docker::{ContainerSpec, Docker, Startup};
+use crate::docker::{ContainerSpec, Docker, Rename, Startup};
 use crate::job::JobContext;
 use crate::names;
+use crate::progress;
 
 /// Maximum wait for a taken container that is still starting to print its ready line.
 const READY_WAIT: Duration = Duration::from_secs(10);
@@ -64,9 +65,10 @@ pub fn key(pooled: &ContainerSpec, image_id: &str, extra_labels: &[(String, Stri
     hex[..KEY_LENGTH].to_owned()
 }
 
-/// Takes a waiting container of the pool with `key` and renames it to `container`.
-/// Returns the container's startup output, or `None` when the pool has no usable container.
-/// A waiting container whose startup output lacks `marker` is removed.
+/// Takes a waiting container of the pool with `key` and renames it to `container`, first
+/// removing a container of that name left by an earlier attempt. Returns the container's
+/// startup output, or `None` when the pool has no usable container. A waiting container
+/// whose startup output lacks `marker` is removed.
 pub async fn take(
     docker: &Docker,
     job: &JobContext,
@@ -89,8 +91,20 @@ pub async fn take(
     // The oldest first, so no container waits long enough to be collected.
     waiting.sort_by_key(|object| object.labels.get(names::LABEL_CREATED).cloned());
     for candidate in waiting {
-        if !docker.rename_container(&candidate.name, container).await? {
-            continue;
+        let mut renamed = docker.rename_container(&candidate.name, container).await?;
+        if renamed == Rename::NameTaken {
+            docker.remove_container(container).await?;
+            progress::line(&format!(
+                "Removed container {container} left by an earlier attempt"
+            ));
+            renamed = docker.rename_container(&candidate.name, container).await?;
+        }
+        match renamed {
+            Rename::Done => {}
+            Rename::NoSuchContainer => continue,
+            Rename::NameTaken => {
+                bail!("container `{container}` reappeared while a pooled container took its name")
+            }
         }
         if let Some(output) = docker
             .output_before_marker(container, marker, READY_WAIT)

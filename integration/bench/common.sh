@@ -111,7 +111,7 @@ build_head() {
 
 driver_executable() {
     case $1 in
-    cross-executor) echo "$driver_bin" ;;
+    cross-executor | pooled) echo "$driver_bin" ;;
     reference) echo "$reference_bin" ;;
     floor) echo "$floor_bin" ;;
     *) die "unknown driver '$1'" ;;

@@ -2,7 +2,10 @@
 # Lists the Docker API calls of every stage of one trivial job, with their
 # times, by tracing the driver's socket traffic with strace.
 #
-# Usage: bash integration/bench/profile-calls.sh [--head | --driver PATH] [cross-executor|floor]
+# Usage: bash integration/bench/profile-calls.sh [--head | --driver PATH] [cross-executor|pooled|floor]
+#
+# pooled is cross-executor with pool_size = 1: the untraced warm-up job fills
+# the pool, so the traced job takes a started container.
 #
 # It builds the binaries as run.sh does (with --head, cross-executor from a
 # copy of the committed HEAD; with --driver, it uses that cross-executor
@@ -30,7 +33,7 @@ driver=cross-executor
 driver_source_request=work-tree
 while [ $# -gt 0 ]; do
     case $1 in
-    cross-executor | floor) driver=$1 ;;
+    cross-executor | pooled | floor) driver=$1 ;;
     --head) driver_source_request="head" ;;
     --driver)
         [ $# -ge 2 ] || die "--driver needs the path of a cross-executor binary"
@@ -41,7 +44,7 @@ while [ $# -gt 0 ]; do
         sed -n '/^# Usage:/p' "${BASH_SOURCE[0]}" | sed 's/^# //'
         exit 0
         ;;
-    *) die "unknown argument '$1'; expected --head, --driver PATH, cross-executor or floor" ;;
+    *) die "unknown argument '$1'; expected --head, --driver PATH, cross-executor, pooled or floor" ;;
     esac
     shift
 done
@@ -59,7 +62,11 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-printf 'network_mode = "none"\n' >"$work_dir/settings.toml"
+if [ "$driver" = pooled ]; then
+    printf 'network_mode = "none"\npool_size = 1\n' >"$work_dir/settings.toml"
+else
+    printf 'network_mode = "none"\n' >"$work_dir/settings.toml"
+fi
 echo 'echo hi' >"$work_dir/script.sh"
 
 # Runs every stage of job JOB_ID; with a trace directory, each under strace.
@@ -90,6 +97,10 @@ run_stages() {
 }
 
 run_stages "$FIRST_JOB_ID"
+# The refill that the warm-up job started needs time to start its container.
+if [ "$driver" = pooled ]; then
+    sleep 2
+fi
 mkdir "$work_dir/traces"
 run_stages $((FIRST_JOB_ID + 1)) "$work_dir/traces"
 

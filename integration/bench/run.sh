@@ -5,7 +5,10 @@
 # QEMU user emulation:
 #
 #   a, b  a trivial job (config, prepare, five `run` stages, cleanup), per
-#         driver and per stage, as the median of ROUNDS jobs
+#         driver and per stage, as the median of ROUNDS jobs. cross-executor
+#         runs twice here: with the default settings, and as "pooled" with
+#         pool_size = 1, where prepare takes a started container and a
+#         background refill starts the next one during the job
 #   c, d  throughput of job output through `run` and through `docker exec`,
 #         and the peak RSS of each client meanwhile. The output comes from
 #         `head -c N /dev/zero`, whose emulated copy loop is the bottleneck,
@@ -42,7 +45,7 @@ source "$bench_dir/common.sh"
 FIRST_JOB_ID=900000
 CONCURRENT_JOBS=8
 RUN_STAGES=(prepare_script get_sources restore_cache step_script archive_cache)
-DRIVERS=(cross-executor reference floor)
+DRIVERS=(cross-executor pooled reference floor)
 
 usage() {
     sed -n '/^# Usage:/,/^#   --output/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -118,6 +121,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 printf 'network_mode = "none"\n' >"$work_dir/settings.toml"
+printf 'network_mode = "none"\npool_size = 1\n' >"$work_dir/settings-pooled.toml"
 for stage in "${RUN_STAGES[@]}"; do
     printf 'echo hi from %s\n' "$stage" >"$work_dir/$stage.sh"
 done
@@ -155,6 +159,9 @@ run_job() {
     job_dir=$(mktemp -d "$work_dir/job-$job_id.XXXXXX")
     (
         enter_job "$job_id" "$slot" "$job_dir"
+        if [ "$driver" = pooled ]; then
+            export CROSS_EXECUTOR_CONFIG=$work_dir/settings-pooled.toml
+        fi
         job_log=$job_dir/log
         job_timings=$timings
         started=$EPOCHREALTIME

@@ -30,7 +30,7 @@ as $records
 | def samples_of($section; $client; $key):
     [$records[] | select(.section == $section and .client == $client and .key == $key) | .value];
 
-  ["cross-executor", "reference", "floor"] as $drivers
+  ["cross-executor", "pooled", "reference", "floor"] as $drivers
 | (["config", "prepare"] + $run_stages + ["cleanup"]) as $stages
 
 | ($drivers | map({key: ., value: (. as $driver
@@ -77,12 +77,16 @@ as $records
       ratios: {
         cross_executor_over_reference: ratio($jobs["cross-executor"].total_ms.median; $jobs.reference.total_ms.median),
         cross_executor_over_floor: ratio($jobs["cross-executor"].total_ms.median; $jobs.floor.total_ms.median),
-        floor_over_reference: ratio($jobs.floor.total_ms.median; $jobs.reference.total_ms.median)
+        floor_over_reference: ratio($jobs.floor.total_ms.median; $jobs.reference.total_ms.median),
+        pooled_over_reference: ratio($jobs.pooled.total_ms.median; $jobs.reference.total_ms.median),
+        pooled_over_floor: ratio($jobs.pooled.total_ms.median; $jobs.floor.total_ms.median)
       },
       paired_ratios: {
         cross_executor_over_reference: paired_ratio("cross-executor"; "reference"),
         cross_executor_over_floor: paired_ratio("cross-executor"; "floor"),
-        floor_over_reference: paired_ratio("floor"; "reference")
+        floor_over_reference: paired_ratio("floor"; "reference"),
+        pooled_over_reference: paired_ratio("pooled"; "reference"),
+        pooled_over_floor: paired_ratio("pooled"; "floor")
       }
     }),
     stream: $streams,
@@ -96,6 +100,8 @@ as $records
     targets: [
       {name: "a: cross-executor / reference CLI driver, trivial job", value: ratio($jobs["cross-executor"].total_ms.median; $jobs.reference.total_ms.median), limit: "<= 0.6"},
       {name: "a: cross-executor / floor, trivial job", value: ratio($jobs["cross-executor"].total_ms.median; $jobs.floor.total_ms.median), limit: "<= 1.1"},
+      {name: "a: pooled / reference CLI driver, trivial job", value: ratio($jobs.pooled.total_ms.median; $jobs.reference.total_ms.median), limit: "<= 0.6"},
+      {name: "a: pooled / floor, trivial job", value: ratio($jobs.pooled.total_ms.median; $jobs.floor.total_ms.median), limit: "<= 1.1"},
       {name: "c: throughput cross-executor / docker exec (head -c)", value: $streams.head.throughput_ratio_cross_executor_over_docker_cli, limit: ">= 1.0"},
       {name: "d: peak RSS of cross-executor run while streaming, MiB", value: ($peak_rss_kib / 1024 | round(1)), limit: "<= 20"},
       {name: "e: speed-up of 8 concurrent over 8 sequential jobs", value: $concurrency["cross-executor"].speedup, limit: ">= 1.5"}

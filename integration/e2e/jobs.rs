@@ -288,3 +288,28 @@ fn default_image_serves_job_without_image() {
         String::from_utf8_lossy(&result.stage("build_script").unwrap().stdout).into_owned();
     assert!(stdout.contains("aarch64"), "{stdout}");
 }
+
+#[test]
+fn cached_api_version_damage_is_harmless() {
+    // The driver caches the negotiated API version per DOCKER_HOST. An entry for another
+    // host or a damaged one is replaced, and a version the daemon does not support still
+    // gives a working job.
+    let cache = tempfile::tempdir().unwrap();
+    let file = cache.path().join("cross-executor/api-version");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let harness = harness_with(driver().env("XDG_CACHE_HOME", cache.path()));
+    for content in [
+        "unix:///elsewhere.sock 1.41",
+        "garbage",
+        "unix:///var/run/docker.sock 1.99",
+    ] {
+        std::fs::write(&file, content).unwrap();
+        let result = harness.run_job(&job(BUSYBOX_ARMHF).build_script(["true"]));
+        assert_success(&result);
+        let recorded = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            recorded.starts_with("unix:///var/run/docker.sock 1."),
+            "{content}: {recorded}"
+        );
+    }
+}

@@ -36,6 +36,16 @@ pub struct Docker {
     client: bollard::Docker,
 }
 
+/// Outcome of [`Docker::rename_container`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rename {
+    Done,
+    /// No container has the old name, for example because another job renamed it first.
+    NoSuchContainer,
+    /// Another container has the new name.
+    NameTaken,
+}
+
 /// A container or volume found by its labels.
 #[derive(Debug, Clone)]
 pub struct LabelledObject {
@@ -71,8 +81,7 @@ impl Docker {
     /// Connects through `DOCKER_HOST` (default: the local Unix socket) and negotiates the
     /// API version, so Docker 20.10 (API 1.41) and current engines both work.
     pub async fn connect() -> anyhow::Result<Self> {
-        let host = std::env::var("DOCKER_HOST")
-            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+        let host = docker_host();
         let client = bollard::Docker::connect_with_defaults()
             .with_context(|| format!("failed to set up a Docker client for `{host}`"))?;
         let client = client.negotiate_version().await.with_context(|| {
@@ -81,12 +90,20 @@ impl Docker {
         Ok(Docker { client })
     }
 
-    /// Connects like [`Docker::connect`], but reuses the API version that an earlier stage of
-    /// the same preparation attempt negotiated and recorded in `state_dir`. Docker 20.10
+    /// Connects like [`Docker::connect`], but reuses a negotiated API version. Docker 20.10
     /// serves the version request by running `runc --version`, which costs 5-10 ms a stage.
+    ///
+    /// The version comes from `state_dir`, where an earlier stage of the same preparation
+    /// attempt recorded it, or else from the driver's cache directory, where an earlier job
+    /// recorded it for the same `DOCKER_HOST`. The daemon may have changed since that job,
+    /// so a ping with that version confirms it first; it costs under a millisecond.
+    // NOTE: bollard 0.21 joins each request path onto its versioned base URL in a way that
+    // drops the `/v1.xx` prefix, so the daemon serves every request at its own version and
+    // the ping accepts any cached version. The check matters once bollard sends the prefix.
     pub async fn connect_for_job(state_dir: Option<&Path>) -> anyhow::Result<Self> {
-        let version_file = state_dir.map(|dir| dir.join("cross-executor-api-version"));
-        let recorded = version_file
+        let host = docker_host();
+        let job_file = state_dir.map(|dir| dir.join("cross-executor-api-version"));
+        let recorded = job_file
             .as_deref()
             .and_then(|file| std::fs::read_to_string(file).ok())
             .and_then(|text| parse_api_version(&text));
@@ -96,12 +113,34 @@ impl Docker {
             }
         }
 
-        let docker = Self::connect().await?;
-        if let Some(file) = version_file {
-            let version = docker.client.client_version();
-            let text = format!("{}.{}", version.major_version, version.minor_version);
-            if let Err(error) = std::fs::write(&file, text) {
-                tracing::debug!(%error, "could not record the Docker API version");
+        let host_file = crate::header_cache::driver_cache_dir().map(|dir| dir.join("api-version"));
+        let cached = host_file
+            .as_deref()
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .and_then(|text| {
+                let (cached_host, version) = text.trim().rsplit_once(' ')?;
+                (cached_host == host).then(|| parse_api_version(version))?
+            });
+        let confirmed = match cached {
+            Some(version) => match connect_with_version(&version)? {
+                Some(client) if client.ping().await.is_ok() => Some(Docker { client }),
+                _ => None,
+            },
+            None => None,
+        };
+        let docker = match confirmed {
+            Some(docker) => docker,
+            None => Self::connect().await?,
+        };
+        let version = docker.client.client_version();
+        let text = format!("{}.{}", version.major_version, version.minor_version);
+        for (file, content) in [
+            (job_file, text.clone()),
+            (host_file, format!("{host} {text}")),
+        ] {
+            let Some(file) = file else { continue };
+            if let Err(error) = crate::atomic_file::write(&file, content.as_bytes()) {
+                tracing::debug!(%error, file = %file.display(), "could not record the Docker API version");
             }
         }
         Ok(docker)
@@ -236,15 +275,15 @@ impl Docker {
             .with_context(|| format!("failed to start container `{name}`"))
     }
 
-    /// Renames a container. Returns false when no container has the old name, for example
-    /// because another job renamed it first.
-    pub async fn rename_container(&self, name: &str, new_name: &str) -> anyhow::Result<bool> {
+    /// Renames a container.
+    pub async fn rename_container(&self, name: &str, new_name: &str) -> anyhow::Result<Rename> {
         let options = bollard::query_parameters::RenameContainerOptions {
             name: new_name.to_owned(),
         };
         match self.client.rename_container(name, options).await {
-            Ok(()) => Ok(true),
-            Err(error) if is_not_found(&error) => Ok(false),
+            Ok(()) => Ok(Rename::Done),
+            Err(error) if is_not_found(&error) => Ok(Rename::NoSuchContainer),
+            Err(error) if is_conflict(&error) => Ok(Rename::NameTaken),
             Err(error) => Err(error)
                 .with_context(|| format!("failed to rename container `{name}` to `{new_name}`")),
         }
@@ -354,6 +393,10 @@ impl Docker {
     }
 }
 
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())
+}
+
 fn parse_api_version(text: &str) -> Option<ClientVersion> {
     let (major, minor) = text.trim().split_once('.')?;
     Some(ClientVersion {
@@ -366,8 +409,7 @@ fn parse_api_version(text: &str) -> Option<ClientVersion> {
 /// need the negotiating path (for example SSH or TLS).
 fn connect_with_version(version: &ClientVersion) -> anyhow::Result<Option<bollard::Docker>> {
     const TIMEOUT_SECONDS: u64 = 120;
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+    let host = docker_host();
     let client = if host.starts_with("unix://") {
         bollard::Docker::connect_with_unix(&host, TIMEOUT_SECONDS, version)
     } else if (host.starts_with("tcp://") || host.starts_with("http://"))

@@ -1,7 +1,9 @@
 //! The container pool's refill (setting `pool_size`): a process that `prepare` starts in
 //! the background with the job's environment. It computes the job container's
 //! configuration as `prepare` does and starts a container in every free slot of the pool
-//! for that configuration, so the project's next job with the same image finds one.
+//! for that configuration, so the project's next job with the same image finds one. It
+//! also runs the sweep of abandoned objects, which `prepare` leaves to it when the pool
+//! is on.
 //!
 //! The refill runs in its own process group, with no standard input or output, so the
 //! runner neither waits for it nor stops it with the job. It writes what it did, errors
@@ -45,9 +47,8 @@ fn extra_labels(settings: &Settings) -> Vec<(String, String)> {
 pub fn start_in_background(settings: &Settings) {
     use std::os::unix::process::CommandExt;
 
-    let log = header_cache::default_dir()
-        .and_then(|dir| dir.parent().map(|parent| parent.join("pool-fill.log")))
-        .and_then(|path| std::fs::File::create(path).ok());
+    let log = header_cache::driver_cache_dir()
+        .and_then(|dir| std::fs::File::create(dir.join("pool-fill.log")).ok());
     let stderr = log.map_or_else(Stdio::null, Stdio::from);
     let started = std::env::current_exe().and_then(|exe| {
         let mut command = std::process::Command::new(exe);
@@ -76,7 +77,8 @@ pub async fn run(settings: &Settings, job: &JobContext) -> anyhow::Result<()> {
     }
     let image = prepare::job_image(settings, job)?;
     let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
-    let docker = Docker::connect().await?;
+    let docker = Docker::connect_for_job(job.state_dir.as_deref()).await?;
+    prepare::sweep_abandoned(&docker, settings).await;
     let names = JobNames::for_job(job);
     let facts = docker
         .ensure_image(&image, PullPolicy::Never, None, None, &mut |_| {})

@@ -75,7 +75,10 @@ async fn prepare_with(
     let policy = container_options::choose_pull_policy(settings, &job.pull_policies)?;
     let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
     let docker = Docker::connect_for_job(job.state_dir.as_deref()).await?;
-    sweep_abandoned(&docker, settings).await;
+    // With the pool, the refill sweeps in the background instead.
+    if !use_pool {
+        sweep_abandoned(&docker, settings).await;
+    }
 
     let request = JobRequest {
         settings,
@@ -123,7 +126,7 @@ pub(crate) fn job_image(settings: &Settings, job: &JobContext) -> anyhow::Result
 
 /// Removes objects of earlier jobs whose cleanup never came. A time limit keeps a slow
 /// daemon from holding up the job, and failures only produce a warning.
-async fn sweep_abandoned(docker: &Docker, settings: &Settings) {
+pub(crate) async fn sweep_abandoned(docker: &Docker, settings: &Settings) {
     let policy = GcPolicy {
         max_age: settings.gc_max_age.map(Duration::from_secs),
         dry_run: false,
@@ -184,6 +187,13 @@ async fn create_job_container(
         )
         .await?;
 
+    let spec = container_plan::base_spec(settings, job, image, &names)?;
+    // A pooled container already mounts the project's cache volume.
+    if request.use_pool {
+        if let Some(prepared) = take_from_pool(docker, request, &facts, &spec).await? {
+            return Ok(prepared);
+        }
+    }
     if docker.remove_container(&names.container).await? {
         progress::line(&format!(
             "Removed container {} left by an earlier attempt",
@@ -193,12 +203,6 @@ async fn create_job_container(
     docker
         .create_volume(&names.cache_volume, &names::shared_labels(job))
         .await?;
-    let spec = container_plan::base_spec(settings, job, image, &names)?;
-    if request.use_pool {
-        if let Some(prepared) = take_from_pool(docker, request, &facts, &spec).await? {
-            return Ok(prepared);
-        }
-    }
     docker
         .create_volume(&names.builds_volume, &names::job_labels(job))
         .await?;
