@@ -17,6 +17,9 @@ pub const BUILD_EXIT_CODE_FILE: &str = "BUILD_EXIT_CODE_FILE";
 pub const JOB_RESPONSE_FILE: &str = "JOB_RESPONSE_FILE";
 /// Settings file of the driver, used when `--config` is not given.
 pub const SETTINGS_FILE: &str = "CROSS_EXECUTOR_CONFIG";
+/// Platform of the job (`image:docker:platform`), passed by `cleanup` to the pool's refill,
+/// which cannot read `JOB_RESPONSE_FILE` because the runner deletes it after cleanup.
+pub const POOL_PLATFORM: &str = "CROSS_EXECUTOR_POOL_PLATFORM";
 /// Prefix the runner puts before every job variable.
 pub const JOB_VARIABLE_PREFIX: &str = "CUSTOM_ENV_";
 

@@ -93,13 +93,20 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
     if let Command::Binfmt { command } = &cli.command {
         return Ok(run_binfmt(command)?);
     }
-    // Cleanup needs no settings, so a broken settings file cannot leave a job behind.
+    // Cleanup needs no settings, so a broken settings file cannot leave a job behind. Only
+    // the pool's refill, which starts after the removal, reads them.
     if let Command::Cleanup = cli.command {
         let job = JobContext::load(snapshot)?;
-        return tokio::select! {
+        let outcome = tokio::select! {
             outcome = stages::cleanup::run(&job) => Ok(outcome?),
             () = shutdown.wait() => Err(Failure::Interrupted),
         };
+        if let Ok(settings) = Settings::load(cli.config.as_deref(), snapshot) {
+            if settings.pool_size > 0 && outcome.is_ok() {
+                stages::pool_fill::start_in_background(&settings, &job);
+            }
+        }
+        return outcome;
     }
     let settings = Settings::load(cli.config.as_deref(), snapshot)?;
     if let Command::Gc {
@@ -132,7 +139,7 @@ async fn run_stage(cli: Cli, snapshot: &EnvSnapshot) -> Result<(), Failure> {
     match cli.command {
         Command::Config => Ok(stages::config::run(&settings, &job)?),
         Command::Prepare => stages::prepare::run(&settings, &job, &mut shutdown).await,
-        Command::PoolFill => Ok(stages::pool_fill::run(&settings, &job).await?),
+        Command::PoolFill => Ok(stages::pool_fill::run(&settings, &job, snapshot).await?),
         Command::Run { script, stage } => {
             stages::run::run(&settings, &job, snapshot, &script, &stage, &mut shutdown).await
         }

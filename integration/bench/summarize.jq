@@ -21,7 +21,9 @@ def ratio(numerator; denominator):
   end;
 
 def summary:
-  {median: (median | round(3)), min: min, max: max, samples: .};
+  if length == 0 then {median: null, min: null, max: null, samples: []}
+  else {median: (median | round(3)), min: min, max: max, samples: .}
+  end;
 
 [split("\n")[] | select(length > 0) | split("\t")
  | {section: .[0], client: .[1], key: .[2], repetition: (.[3] | tonumber), value: (.[4] | tonumber)}]
@@ -31,7 +33,7 @@ as $records
     [$records[] | select(.section == $section and .client == $client and .key == $key) | .value];
 
   ["cross-executor", "pooled", "reference", "floor"] as $drivers
-| (["config", "prepare"] + $run_stages + ["cleanup"]) as $stages
+| (["config", "prepare"] + $run_stages + ["cleanup", "refill"]) as $stages
 
 | ($drivers | map({key: ., value: (. as $driver
       | {stages_ms: ($stages | map({key: ., value: (samples_of("job"; $driver; .) | summary)}) | from_entries),

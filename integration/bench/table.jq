@@ -16,7 +16,8 @@ def ms: if . == null then "-" else (. * 10 | round) / 10 | tostring end;
   "       reference = bash + docker CLI driver)",
   ("stage" | pad(22)) + ($drivers | map(lpad(16)) | join("")),
   ($stages[] as $stage
-    | ($stage | pad(22)) + ($drivers | map($results.trivial_job[.].stages_ms[$stage].median | ms | lpad(16)) | join(""))),
+    | ($stage | if . == "refill" then "refill, after the job" else . end | pad(22))
+      + ($drivers | map($results.trivial_job[.].stages_ms[$stage].median | ms | lpad(16)) | join(""))),
   ("5 run stages" | pad(22)) + ($drivers | map($results.trivial_job[.].run_stages_ms | ms | lpad(16)) | join("")),
   ("whole job" | pad(22)) + ($drivers | map($results.trivial_job[.].total_ms.median | ms | lpad(16)) | join("")),
   "whole-job ratios, of the medians / median of the per-round ratios:",

@@ -1,9 +1,12 @@
-//! The container pool's refill (setting `pool_size`): a process that `prepare` starts in
+//! The container pool's refill (setting `pool_size`): a process that `cleanup` starts in
 //! the background with the job's environment. It computes the job container's
 //! configuration as `prepare` does and starts a container in every free slot of the pool
 //! for that configuration, so the project's next job with the same image finds one. It
 //! also runs the sweep of abandoned objects, which `prepare` leaves to it when the pool
 //! is on.
+//!
+//! It starts after the job rather than during it, because a container start needs the CPU
+//! for about 150 ms, which a job's stages on a 2-CPU host would otherwise share.
 //!
 //! The refill runs in its own process group, with no standard input or output, so the
 //! runner neither waits for it nor stops it with the job. It writes what it did, errors
@@ -16,7 +19,7 @@ use anyhow::Context;
 
 use crate::container_plan::{self, Plan, READY_MARKER, STARTUP_TIME_LIMIT};
 use crate::docker::{Docker, ImageFacts};
-use crate::env;
+use crate::env::{self, EnvSnapshot};
 use crate::header_cache;
 use crate::job::JobContext;
 use crate::names::{self, JobNames};
@@ -44,7 +47,9 @@ fn extra_labels(settings: &Settings) -> Vec<(String, String)> {
 }
 
 /// Starts the refill process for the current job; a failure only costs later jobs the pool.
-pub fn start_in_background(settings: &Settings) {
+/// The runner deletes `JOB_RESPONSE_FILE` once cleanup ends, so the process gets the image
+/// and the platform that came from it through the environment instead.
+pub fn start_in_background(settings: &Settings, job: &JobContext) {
     use std::os::unix::process::CommandExt;
 
     let log = header_cache::driver_cache_dir()
@@ -61,6 +66,16 @@ pub fn start_in_background(settings: &Settings) {
         if let Some(file) = &settings.file {
             command.env(env::SETTINGS_FILE, file);
         }
+        let image_variable = format!("{}{}", env::JOB_VARIABLE_PREFIX, env::job::JOB_IMAGE);
+        command.env_remove(env::JOB_RESPONSE_FILE);
+        command.env_remove(&image_variable);
+        command.env_remove(env::POOL_PLATFORM);
+        if let Some(image) = &job.image {
+            command.env(&image_variable, image);
+        }
+        if let Some(platform) = &job.platform {
+            command.env(env::POOL_PLATFORM, platform);
+        }
         command.spawn()
     });
     if let Err(error) = started {
@@ -71,12 +86,20 @@ pub fn start_in_background(settings: &Settings) {
 }
 
 /// Fills the pool of the job's image and project.
-pub async fn run(settings: &Settings, job: &JobContext) -> anyhow::Result<()> {
+pub async fn run(
+    settings: &Settings,
+    job: &JobContext,
+    snapshot: &EnvSnapshot,
+) -> anyhow::Result<()> {
     if settings.pool_size == 0 {
         return Ok(());
     }
     let image = prepare::job_image(settings, job)?;
-    let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
+    let platform = snapshot
+        .get(env::POOL_PLATFORM)
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()?;
     let docker = Docker::connect_for_job(job.state_dir.as_deref()).await?;
     prepare::sweep_abandoned(&docker, settings).await;
     let names = JobNames::for_job(job);

@@ -75,7 +75,7 @@ async fn prepare_with(
     let policy = container_options::choose_pull_policy(settings, &job.pull_policies)?;
     let platform = job.platform.as_deref().map(Platform::parse).transpose()?;
     let docker = Docker::connect_for_job(job.state_dir.as_deref()).await?;
-    // With the pool, the refill sweeps in the background instead.
+    // With the pool, the refill after cleanup sweeps instead.
     if !use_pool {
         sweep_abandoned(&docker, settings).await;
     }
@@ -104,9 +104,6 @@ async fn prepare_with(
         if let Err(error) = cleanup::remove_job_resources(&docker, job).await {
             progress::warning(&format!("{error:#}"));
         }
-    }
-    if use_pool && outcome.is_ok() {
-        pool_fill::start_in_background(settings);
     }
     outcome
 }

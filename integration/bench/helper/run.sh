@@ -11,10 +11,12 @@
 #
 # The job's stages, each one driver call:
 #   config, prepare
-#   get_sources    git clone of a bare repository mounted read-only at
-#                  /srv/repo.git. By default a local clone, which copies the
-#                  pack and checks out. With --no-local-clone git runs
-#                  upload-pack and index-pack as in a fetch.
+#   get_sources    git clone, by default of a bundle of the repository
+#                  mounted read-only at /srv/repo.bundle. git then indexes
+#                  the bundle's pack (index-pack) and checks out, which is
+#                  the client's work in a fetch from GitLab; the server's
+#                  work, packing, was done when the bundle was made. See
+#                  --clone for the other ways.
 #   restore_cache  tar -xzf of /cache/cache.tgz into the checkout
 #   build_script   checks the checkout and the restored cache, and copies the
 #                  cache payload from /srv/payload when no cache was restored
@@ -32,12 +34,18 @@
 #   quick  500 files over 10 commits, 10 MiB cache payload; 1 timed job per
 #          configuration
 #
-# Usage: run.sh [--quick] [--runs N] [--no-local-clone] [--work-tree]
+# Usage: run.sh [--quick] [--runs N] [--clone MODE] [--work-tree]
 #   --quick           small data and one timed job per configuration
 #   --runs N          timed jobs per configuration (default 5, 1 with --quick)
-#   --no-local-clone  clone with `git clone --no-local`, so the job container
-#                     (or the helper) runs index-pack as a fetch from GitLab
-#                     does, and also upload-pack, which GitLab's server runs
+#   --clone MODE      how get_sources clones:
+#                     bundle    from the bundle (the default)
+#                     local     `git clone` of the bare repository at
+#                               /srv/repo.git, which copies its pack and
+#                               skips index-pack, so it is cheaper than any
+#                               fetch from GitLab
+#                     no-local  `git clone --no-local` of the bare
+#                               repository, which runs upload-pack, the
+#                               server's part, in the container as well
 #   --work-tree       build the driver from the work tree as it is,
 #                     uncommitted changes included, instead of from HEAD
 #
@@ -82,7 +90,7 @@ usage() {
 QUICK=0
 RUNS=""
 USE_WORK_TREE=0
-CLONE_OPTION=""
+CLONE_MODE=bundle
 COMMAND_LINE="integration/bench/helper/run.sh${*:+ $*}"
 while [ "$#" -gt 0 ]; do
     case $1 in
@@ -93,7 +101,11 @@ while [ "$#" -gt 0 ]; do
             shift
             ;;
         --work-tree) USE_WORK_TREE=1 ;;
-        --no-local-clone) CLONE_OPTION=--no-local ;;
+        --clone)
+            [ "$#" -ge 2 ] || die "--clone needs a mode: bundle, local or no-local"
+            CLONE_MODE=$2
+            shift
+            ;;
         -h | --help)
             usage
             exit 0
@@ -105,6 +117,12 @@ while [ "$#" -gt 0 ]; do
     esac
     shift
 done
+case $CLONE_MODE in
+    bundle) CLONE_COMMAND="git clone -q /srv/repo.bundle ." ;;
+    local) CLONE_COMMAND="git clone -q /srv/repo.git ." ;;
+    no-local) CLONE_COMMAND="git clone -q --no-local /srv/repo.git ." ;;
+    *) die "invalid --clone mode '$CLONE_MODE'; expected bundle, local or no-local" ;;
+esac
 if [ -z "$RUNS" ]; then
     RUNS=$((QUICK == 1 ? 1 : 5))
 fi
@@ -122,6 +140,7 @@ else
     PAYLOAD_MIB=100
 fi
 REPO_DIR=$DATA_DIR/repo-$MODE.git
+REPO_BUNDLE=$DATA_DIR/repo-$MODE.bundle
 PAYLOAD_DIR=$DATA_DIR/payload-$MODE
 
 RUN_DIR=""
@@ -204,11 +223,13 @@ ensure_data() {
     if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] \
         && [ -d "$REPO_DIR" ] && [ -d "$PAYLOAD_DIR" ]; then
         log "using the cached $MODE data in $DATA_DIR"
+        ensure_bundle
         return 0
     fi
 
     mkdir -p "$DATA_DIR"
-    rm -rf "$stamp_file" "$REPO_DIR" "$PAYLOAD_DIR" "$REPO_DIR.partial" "$PAYLOAD_DIR.partial"
+    rm -rf "$stamp_file" "$REPO_DIR" "$PAYLOAD_DIR" "$REPO_DIR.partial" "$PAYLOAD_DIR.partial" \
+        "$REPO_BUNDLE"
     log "generating a repository of $REPO_FILES files over $REPO_COMMITS commits in $REPO_DIR (a minute or less)"
     python3 "$script_dir/make-data.py" repo "$REPO_DIR.partial" \
         --files "$REPO_FILES" --commits "$REPO_COMMITS"
@@ -220,6 +241,16 @@ ensure_data() {
     # user owns.
     chown -R 0:0 "$REPO_DIR" "$PAYLOAD_DIR"
     printf '%s\n' "$stamp" >"$stamp_file"
+    ensure_bundle
+}
+
+# Makes the bundle of the repository unless it exists. The repository's data
+# is removed together with its bundle, so an existing bundle is current.
+ensure_bundle() {
+    [ -f "$REPO_BUNDLE" ] && return 0
+    log "bundling $REPO_DIR into $REPO_BUNDLE"
+    git -C "$REPO_DIR" bundle create -q "$REPO_BUNDLE.partial" --all
+    mv "$REPO_BUNDLE.partial" "$REPO_BUNDLE"
 }
 
 # Writes the driver settings of a configuration to FILE. WITH_HELPER is 1 for
@@ -233,7 +264,7 @@ pull_policy = "never"
 # The sweep in prepare removes objects of other runners too. A week keeps it
 # away from anything that other tests on this host create.
 gc_max_age = 604800
-volumes = ["$REPO_DIR:/srv/repo.git:ro", "$PAYLOAD_DIR:/srv/payload:ro"]
+volumes = ["$REPO_DIR:/srv/repo.git:ro", "$REPO_BUNDLE:/srv/repo.bundle:ro", "$PAYLOAD_DIR:/srv/payload:ro"]
 EOF
     if [ "$with_helper" -eq 1 ]; then
         printf 'helper_image = "%s"\n' "$HELPER_IMAGE" >>"$file"
@@ -245,15 +276,12 @@ EOF
 write_job_scripts() {
     local dir=$1
     mkdir -p "$dir"
-    # NOTE: gitlab-runner fetches over HTTP, so a real job runs index-pack on
-    # the client. The default local clone skips it, which makes the emulated
-    # clone cheaper than in a real job (see --no-local-clone).
     cat >"$dir/get_sources" <<EOF
 set -eu
 echo "get_sources on \$(uname -m)"
 mkdir -p /builds/p
 cd /builds/p
-git clone -q ${CLONE_OPTION:+$CLONE_OPTION }/srv/repo.git .
+$CLONE_COMMAND
 EOF
     cat >"$dir/restore_cache" <<'EOF'
 set -eu
@@ -393,7 +421,7 @@ write_metadata() {
         --arg mode "$MODE" \
         --argjson runs "$RUNS" \
         --arg driver "$DRIVER_SOURCE" \
-        --arg clone_command "git clone -q ${CLONE_OPTION:+$CLONE_OPTION }/srv/repo.git ." \
+        --arg clone_command "$CLONE_COMMAND" \
         --arg job_image "$JOB_IMAGE" \
         --arg helper_image "$HELPER_IMAGE" \
         --argjson files "$REPO_FILES" \
