@@ -36,8 +36,13 @@ pub async fn remove_job_resources(docker: &Docker, job: &JobContext) -> anyhow::
     }
     containers.sort();
     containers.dedup();
-    for container in &containers {
-        match docker.remove_container(container).await {
+    // The job and helper containers go at once; each removal waits mostly for the daemon.
+    let removals = containers
+        .iter()
+        .map(|container| docker.remove_container(container));
+    let outcomes = futures_util::future::join_all(removals).await;
+    for (container, outcome) in containers.iter().zip(outcomes) {
+        match outcome {
             Ok(true) => progress::line(&format!("Removed container {container}")),
             Ok(false) => {}
             Err(error) => failures.push(format!("{error:#}")),
