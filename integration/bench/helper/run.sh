@@ -14,7 +14,7 @@
 #   get_sources    git clone, by default of a bundle of the repository
 #                  mounted read-only at /srv/repo.bundle. git then indexes
 #                  the bundle's pack (index-pack) and checks out, which is
-#                  the client's work in a fetch from GitLab; the server's
+#                  the client's work in a fetch from GitLab. The server's
 #                  work, packing, was done when the bundle was made. See
 #                  --clone for the other ways.
 #   restore_cache  tar -xzf of /cache/cache.tgz into the checkout
