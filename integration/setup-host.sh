@@ -31,9 +31,11 @@ FOREIGN_ARCHITECTURES=(armhf arm64)
 # the host's dpkg architectures and `apt-get update` stay as they are (Debian
 # 12 has no riscv64 port).
 # git, gcc and libc6-dev serve the helper tests: a bare repository to clone, and a static
-# fake gitlab-runner built with `cc -static`. curl talks to the test registry.
+# fake gitlab-runner built with `cc -static`. curl talks to the test registry. jq and
+# GNU time serve the benchmark's quick mode.
 PACKAGES=(docker.io containerd runc tini iptables qemu-user-static binfmt-support
-    debootstrap debian-archive-keyring gpgv file procps util-linux tar git gcc libc6-dev curl)
+    debootstrap debian-archive-keyring gpgv file procps util-linux tar git gcc libc6-dev curl
+    jq time)
 BINFMT_ENTRIES=(qemu-arm qemu-aarch64 qemu-riscv64 qemu-ppc64le)
 # Entries that must have the F flag. The others keep their flags.
 BINFMT_ENTRIES_FIX_BINARY=(qemu-riscv64 qemu-ppc64le)

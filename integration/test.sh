@@ -2,8 +2,8 @@
 # Runs the whole test suite: prepares the host (packages, binfmt_misc,
 # dockerd), builds the ARM test images, switches the binfmt entries into the
 # test modes (qemu-arm without F, qemu-aarch64 with F), then runs the Rust
-# tests, rustfmt and clippy. Needs root. The host steps take seconds when
-# everything already exists.
+# tests, rustfmt, clippy and the benchmark in quick mode. Needs root. The host
+# steps take seconds when everything already exists.
 #
 # The images are built before the binfmt switch because debootstrap's second
 # stage is simplest with the F flag on qemu-arm (build-images.sh also works
@@ -52,6 +52,12 @@ failed=()
 run_step "cargo test" cargo test --workspace -- --test-threads=4 || failed+=("cargo test")
 run_step "cargo fmt" cargo fmt --check || failed+=("cargo fmt")
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
+# The benchmark's quick mode shows that the benchmark still runs; its figures are not
+# checked, and its results go to a temporary file.
+bench_results=$(mktemp /tmp/cross-executor-bench-results.XXXXXX.json)
+run_step "benchmark, quick mode" bash integration/bench/run.sh --quick --output "$bench_results" \
+    || failed+=("benchmark, quick mode")
+rm -f "$bench_results"
 
 if [ "${#failed[@]}" -gt 0 ]; then
     die "failed steps: ${failed[*]}"
