@@ -146,22 +146,12 @@ pub fn parse_entry(name: &str, text: &str) -> Option<Entry> {
             "interpreter" => entry.interpreter = PathBuf::from(value),
             "flags:" => entry.flags = value.trim().to_owned(),
             "offset" => entry.offset = value.trim().parse().ok()?,
-            "magic" => entry.magic = decode_hex(value.trim())?,
-            "mask" => entry.mask = decode_hex(value.trim())?,
+            "magic" => entry.magic = crate::hex::decode(value.trim())?,
+            "mask" => entry.mask = crate::hex::decode(value.trim())?,
             _ => {}
         }
     }
     (!entry.magic.is_empty()).then_some(entry)
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
 }
 
 /// Decides how a binary with `header` (the first bytes of the image's shell) will run,

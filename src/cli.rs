@@ -58,10 +58,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
-    /// Remove containers and volumes of jobs whose cleanup never came.
+    /// Remove containers and volumes of jobs whose cleanup never came, and pooled containers
+    /// that waited too long.
     Gc {
-        /// Remove job objects older than this many seconds, instead of each job's timeout
-        /// plus one hour (or the settings' gc_max_age).
+        /// Remove job objects and waiting pooled containers older than this many seconds,
+        /// instead of each job's timeout plus one hour and `pool_max_idle` (or the settings'
+        /// gc_max_age).
         #[arg(long, value_name = "SECONDS")]
         max_age: Option<u64>,
         /// Print what would be removed without removing it.

@@ -3,10 +3,13 @@
 //!
 //! Only objects with the driver's `scope=job` or `scope=pool` label are candidates; the
 //! projects' shared cache volumes are never removed. A job object is abandoned once its
-//! job's timeout (from its labels) plus a margin has passed since it was created. A pooled
-//! container that still waits is abandoned after the pool's maximum idle time, and one that
-//! a job took after a day plus that time, because its labels cannot carry the job's
-//! timeout. When a maximum age is given, any candidate older than that is abandoned.
+//! job's timeout (from its labels) plus a margin has passed since it was created, or, when
+//! a maximum age is given, once it is older than that. A pooled container that still waits
+//! is abandoned after the pool's maximum idle time, or the maximum age when one is given.
+//! A pooled container that a job took counts as a job object created when the job took
+//! it. Its labels cannot change, so the labels of the job's builds volume, which `prepare`
+//! creates just before taking, decide for it. Without that volume it is abandoned a day
+//! after the pool's maximum idle time.
 
 use std::time::Duration;
 
@@ -61,10 +64,17 @@ pub async fn collect(
     };
     let mut report = GcReport::default();
 
-    for container in docker.containers_with_labels(&filter).await? {
+    let containers = docker.containers_with_labels(&filter).await?;
+    filter.push(format!("{}=job", names::LABEL_SCOPE));
+    let volumes = docker.volumes_with_labels(&filter).await?;
+    for container in containers {
         let abandoned = match container.labels.get(names::LABEL_SCOPE).map(String::as_str) {
             Some("job") => is_abandoned(&container, now, policy.max_age),
-            Some("pool") => is_abandoned_in_pool(&container, now, &policy),
+            Some("pool") => {
+                let builds_volume = names::builds_volume_of(&container.name);
+                let record = volumes.iter().find(|volume| volume.name == builds_volume);
+                is_abandoned_in_pool(&container, record, now, &policy)
+            }
             _ => false,
         };
         if !abandoned {
@@ -79,8 +89,7 @@ pub async fn collect(
         report_line(&format!("{verb} container {}", container.name));
         report.containers.push(container.name);
     }
-    filter.push(format!("{}=job", names::LABEL_SCOPE));
-    for volume in docker.volumes_with_labels(&filter).await? {
+    for volume in volumes {
         if !is_abandoned(&volume, now, policy.max_age) {
             continue;
         }
@@ -116,15 +125,25 @@ fn is_abandoned(object: &LabelledObject, now: u64, max_age: Option<Duration>) ->
     now.saturating_sub(created) >= allowed
 }
 
-fn is_abandoned_in_pool(container: &LabelledObject, now: u64, policy: &GcPolicy) -> bool {
-    let max_age = policy.max_age.unwrap_or_else(|| {
-        if pool::is_waiting(&container.name, &container.labels) {
-            policy.pool_max_idle
-        } else {
-            policy.pool_max_idle + Duration::from_secs(FALLBACK_MAX_AGE_SECONDS)
+/// Decides for a pooled container. `record` is the builds volume of the job that took it,
+/// if any.
+fn is_abandoned_in_pool(
+    container: &LabelledObject,
+    record: Option<&LabelledObject>,
+    now: u64,
+    policy: &GcPolicy,
+) -> bool {
+    if pool::is_waiting(&container.name, &container.labels) {
+        let max_age = policy.max_age.unwrap_or(policy.pool_max_idle);
+        return is_abandoned(container, now, Some(max_age));
+    }
+    match record {
+        Some(volume) => is_abandoned(volume, now, policy.max_age),
+        None => {
+            let max_age = policy.pool_max_idle + Duration::from_secs(FALLBACK_MAX_AGE_SECONDS);
+            is_abandoned(container, now, Some(max_age))
         }
-    });
-    is_abandoned(container, now, Some(max_age))
+    }
 }
 
 #[cfg(test)]
@@ -171,41 +190,68 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pooled_containers_age_by_state() {
-        let now = 1_000_000;
-        let policy = GcPolicy {
-            max_age: None,
+    fn policy(max_age: Option<u64>) -> GcPolicy {
+        GcPolicy {
+            max_age: max_age.map(Duration::from_secs),
             dry_run: false,
             runner: None,
             pool_max_idle: Duration::from_secs(3600),
-        };
-        // A waiting container goes after the idle time, a taken one only after a day more.
+        }
+    }
+
+    #[test]
+    fn waiting_pooled_container_ages_from_creation() {
+        let now = 1_000_000;
+        let waiting = |created| pooled("slot-0", created);
         assert!(!is_abandoned_in_pool(
-            &pooled("slot-0", now - 3599),
+            &waiting(now - 3599),
+            None,
             now,
-            &policy
+            &policy(None)
         ));
         assert!(is_abandoned_in_pool(
-            &pooled("slot-0", now - 3600),
+            &waiting(now - 3600),
+            None,
             now,
-            &policy
-        ));
-        assert!(!is_abandoned_in_pool(
-            &pooled("job-1", now - 3600),
-            now,
-            &policy
+            &policy(None)
         ));
         assert!(is_abandoned_in_pool(
-            &pooled("job-1", now - 3600 - 86_400),
+            &waiting(now - 30),
+            None,
             now,
-            &policy
+            &policy(Some(30))
         ));
-        let fixed = GcPolicy {
-            max_age: Some(Duration::ZERO),
-            ..policy
-        };
-        assert!(is_abandoned_in_pool(&pooled("job-1", now), now, &fixed));
+    }
+
+    #[test]
+    fn taken_pooled_container_ages_with_its_job() {
+        let now = 1_000_000;
+        // Created long ago, taken 10 s ago by a job with a one-hour timeout.
+        let taken = pooled("job-1", now - 7200);
+        let record = object(now - 10, Some(3600));
+        assert!(!is_abandoned_in_pool(
+            &taken,
+            Some(&record),
+            now,
+            &policy(Some(30))
+        ));
+        assert!(!is_abandoned_in_pool(
+            &taken,
+            Some(&record),
+            now,
+            &policy(None)
+        ));
+        let old_record = object(now - 3600 - 3600, Some(3600));
+        assert!(is_abandoned_in_pool(
+            &taken,
+            Some(&old_record),
+            now,
+            &policy(None)
+        ));
+        // Without its record, a taken container gets a day more than the idle time.
+        assert!(!is_abandoned_in_pool(&taken, None, now, &policy(None)));
+        let day_old = pooled("job-1", now - 3600 - 86_400);
+        assert!(is_abandoned_in_pool(&day_old, None, now, &policy(None)));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn default_dir() -> Option<PathBuf> {
 /// Returns the recorded header of the image with ID `image_id`, if any.
 pub fn load(dir: Option<&Path>, image_id: &str) -> Option<Vec<u8>> {
     let text = std::fs::read_to_string(entry_path(dir?, image_id)?).ok()?;
-    decode_hex(text.trim())
+    crate::hex::decode(text.trim())
 }
 
 /// Records `header` for the image with ID `image_id`.
@@ -44,7 +44,7 @@ pub fn store(dir: Option<&Path>, image_id: &str, header: &[u8]) {
 
 fn write_entry(dir: &Path, image_id: &str, header: &[u8]) -> std::io::Result<()> {
     let path = entry_path(dir, image_id).ok_or(std::io::ErrorKind::InvalidInput)?;
-    let text: String = header.iter().map(|byte| format!("{byte:02x}")).collect();
+    let text = crate::hex::encode(header);
     crate::atomic_file::write(&path, format!("{text}\n").as_bytes())
 }
 
@@ -54,16 +54,6 @@ fn entry_path(dir: &Path, image_id: &str) -> Option<PathBuf> {
     let digest = image_id.strip_prefix("sha256:")?;
     let valid = digest.len() == 64 && digest.bytes().all(|byte| byte.is_ascii_hexdigit());
     valid.then(|| dir.join(digest))
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod env;
 pub mod failure;
 pub mod gc;
 pub mod header_cache;
+pub mod hex;
 pub mod job;
 pub mod names;
 pub mod platform;

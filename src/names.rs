@@ -58,7 +58,7 @@ impl JobNames {
             &name_part(&job.project_id),
             &name_part(&job.job_id),
         ]);
-        let builds_volume = bounded_name(&[&container, "builds"]);
+        let builds_volume = builds_volume_of(&container);
         let helper_container = bounded_name(&[&container, "helper"]);
         let cache_volume = bounded_name(&[
             PREFIX,
@@ -97,6 +97,11 @@ pub fn shared_labels(job: &JobContext) -> HashMap<String, String> {
         (LABEL_RUNNER.into(), job.runner_short_token.clone()),
         (LABEL_CREATED.into(), created.to_string()),
     ])
+}
+
+/// Returns the name of the builds volume of the job whose container is `container`.
+pub fn builds_volume_of(container: &str) -> String {
+    bounded_name(&[container, "builds"])
 }
 
 /// Returns the name of slot `slot` of the pool with key `key`.

@@ -8,10 +8,12 @@
 //! a job only takes a container that it could have created itself.
 //!
 //! A pool has `pool_size` slots with fixed names. A job takes a waiting container by
-//! renaming it to the job container's name, and Docker renames atomically, so two jobs
-//! never take the same container. A refill process, which `prepare` starts in the
-//! background, then creates a container in every free slot. There a name conflict means
-//! that another refill took the slot first.
+//! renaming it to the job container's name. Docker looks the old name up before it locks
+//! the container, so two concurrent renames of one container can both succeed. A lock file
+//! in the driver's cache directory therefore lets one job at a time take from a pool. A
+//! refill process, which `cleanup` starts in the background, then creates a container in
+//! every free slot, under a second lock file, and replaces a slot's container that stopped.
+//! Without a cache directory there are no lock files, and the pool stays unused.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
 use crate::docker::{ContainerSpec, Docker, Rename, Startup};
+use crate::header_cache;
 use crate::job::JobContext;
 use crate::names;
 use crate::progress;
@@ -61,8 +64,7 @@ pub fn key(pooled: &ContainerSpec, image_id: &str, extra_labels: &[(String, Stri
         pooled.host,
     );
     let digest = Sha256::digest(material.as_bytes());
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    hex[..KEY_LENGTH].to_owned()
+    crate::hex::encode(&digest)[..KEY_LENGTH].to_owned()
 }
 
 /// Takes a waiting container of the pool with `key` and renames it to `container`, first
@@ -76,6 +78,9 @@ pub async fn take(
     container: &str,
     marker: &str,
 ) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(_lock) = PoolLock::acquire(key, "take") else {
+        return Ok(None);
+    };
     let filter = [
         format!("{}=true", names::LABEL_MANAGED),
         format!("{}=pool", names::LABEL_SCOPE),
@@ -145,6 +150,9 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    let Some(_lock) = PoolLock::acquire(request.key, "fill") else {
+        bail!("no cache directory for the pool's lock files; set HOME or XDG_CACHE_HOME");
+    };
     let mut created = Vec::new();
     for slot in 0..request.size {
         let name = names::pool_slot_name(request.job, request.key, slot);
@@ -154,7 +162,18 @@ where
         spec.labels
             .extend(names::pool_labels(request.job, request.key, &name));
         if !docker.create_container_unless_taken(&spec).await? {
-            continue;
+            // A slot's container that stopped, for example when dockerd restarted, would
+            // block the slot until garbage collection.
+            let running = docker
+                .inspect_container(&name)
+                .await?
+                .and_then(|details| details.state)
+                .and_then(|state| state.running);
+            if running != Some(false) {
+                continue;
+            }
+            docker.remove_container(&name).await?;
+            docker.create_container(&spec).await?;
         }
         let started = async {
             match docker
@@ -176,6 +195,32 @@ where
         created.push(name);
     }
     Ok(created)
+}
+
+/// An exclusive lock on a file in the driver's cache directory, held until dropped.
+struct PoolLock {
+    _file: std::fs::File,
+}
+
+impl PoolLock {
+    /// Waits for the lock `purpose` of the pool with `key`. Returns `None` when the lock
+    /// file cannot be opened or locked.
+    fn acquire(key: &str, purpose: &str) -> Option<Self> {
+        let dir = header_cache::driver_cache_dir()?.join("pool-locks");
+        std::fs::create_dir_all(&dir).ok()?;
+        let path = dir.join(format!("{key}.{purpose}"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ok()?;
+        if let Err(error) = file.lock() {
+            tracing::debug!(%error, path = %path.display(), "could not lock a pool lock file");
+            return None;
+        }
+        Some(PoolLock { _file: file })
+    }
 }
 
 #[cfg(test)]

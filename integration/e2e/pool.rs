@@ -1,50 +1,104 @@
 //! The container pool (setting `pool_size`): a job takes a started container with a fresh
-//! builds directory, and cleanup and `gc` leave nothing behind.
+//! builds directory, concurrent jobs never share one, a stopped container is replaced, and
+//! cleanup and `gc` leave nothing behind. Each test has a runner token of its own, so no
+//! other test's objects mix with its pool.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cross_executor_integration::{DriverCommand, Job};
+use cross_executor_integration::{DriverCommand, Harness, Job};
 
 use crate::support::*;
 
-/// Runner token of these tests, so no other test's objects mix with the pool's.
-const POOL_RUNNER: &str = "pooltest";
-
-fn pool_job() -> Job {
-    job(BUSYBOX_ARMHF).runner_short_token(POOL_RUNNER)
+/// A harness whose driver has `pool_size = 1` and a cache directory of its own.
+struct PoolSetup {
+    harness: Harness,
+    runner: &'static str,
+    _cache: tempfile::TempDir,
+    _settings: tempfile::NamedTempFile,
 }
 
-/// Names of the pool's containers that wait for a job: running, with their slot's name.
-fn waiting_containers() -> Vec<String> {
-    let (ok, output) = docker(&[
-        "ps",
-        "--filter",
-        &format!("label=io.cross-executor.runner={POOL_RUNNER}"),
-        "--filter",
-        "label=io.cross-executor.scope=pool",
-        "--format",
-        "{{.Names}} {{.Label \"io.cross-executor.pool-slot\"}}",
-    ]);
-    assert!(ok, "{output}");
-    output
-        .lines()
-        .filter_map(|line| line.split_once(' '))
-        .filter(|(name, slot)| name == slot)
-        .map(|(name, _)| name.to_owned())
-        .collect()
-}
-
-/// Waits until the refill that `prepare` started has a container waiting.
-fn wait_for_waiting_container() -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(name) = waiting_containers().into_iter().next() {
-            return name;
+impl PoolSetup {
+    fn new(runner: &'static str) -> Self {
+        let cache = tempfile::tempdir().unwrap();
+        let settings = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(settings.path(), "network_mode = \"none\"\npool_size = 1\n").unwrap();
+        let harness = harness_with(
+            DriverCommand::new(DRIVER)
+                .env("CROSS_EXECUTOR_CONFIG", settings.path())
+                .env("XDG_CACHE_HOME", cache.path()),
+        );
+        PoolSetup {
+            harness,
+            runner,
+            _cache: cache,
+            _settings: settings,
         }
-        assert!(Instant::now() < deadline, "no pooled container after 60 s");
-        std::thread::sleep(Duration::from_millis(200));
     }
+
+    fn job(&self) -> Job {
+        job(BUSYBOX_ARMHF).runner_short_token(self.runner)
+    }
+
+    /// Returns the names of the pool's containers that wait for a job: running, with their
+    /// slot's name.
+    fn waiting_containers(&self) -> Vec<String> {
+        let (ok, output) = docker(&[
+            "ps",
+            "--filter",
+            &format!("label=io.cross-executor.runner={}", self.runner),
+            "--filter",
+            "label=io.cross-executor.scope=pool",
+            "--format",
+            "{{.Names}} {{.Label \"io.cross-executor.pool-slot\"}}",
+        ]);
+        assert!(ok, "{output}");
+        output
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(name, slot)| name == slot)
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
+    /// Waits until the refill that cleanup started has a container waiting, and returns
+    /// its id.
+    fn wait_for_waiting_container(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(name) = self.waiting_containers().into_iter().next() {
+                return container_id(&name);
+            }
+            assert!(Instant::now() < deadline, "no pooled container after 60 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Removes the pool's containers and the project's cache volume, and returns what gc
+    /// printed.
+    fn remove_pool(&self) -> String {
+        let gc = Command::new(DRIVER)
+            .args(["gc", "--runner", self.runner, "--max-age", "0"])
+            .output()
+            .unwrap();
+        assert!(
+            gc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gc.stderr)
+        );
+        docker(&[
+            "volume",
+            "rm",
+            &format!("cross-executor-cache-{}-4242", self.runner),
+        ]);
+        String::from_utf8_lossy(&gc.stdout).into_owned()
+    }
+}
+
+fn container_id(name: &str) -> String {
+    let (ok, output) = docker(&["inspect", "--format", "{{.Id}}", name]);
+    assert!(ok, "{output}");
+    output.trim().to_owned()
 }
 
 /// Returns the name of the anonymous volume mounted at /builds in `container`.
@@ -57,34 +111,23 @@ fn builds_volume_of(container: &str) -> String {
 
 #[test]
 fn pool_gives_jobs_started_containers() {
-    let cache = tempfile::tempdir().unwrap();
-    let settings = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(settings.path(), "network_mode = \"none\"\npool_size = 1\n").unwrap();
-    let harness = harness_with(
-        DriverCommand::new(DRIVER)
-            .env("CROSS_EXECUTOR_CONFIG", settings.path())
-            .env("XDG_CACHE_HOME", cache.path()),
-    );
+    let pool = PoolSetup::new("pooltest");
 
-    // The first job finds no pool and starts its own container. Its prepare starts the
+    // The first job finds no pool and starts its own container. Its cleanup starts the
     // refill.
-    let first = pool_job().build_script(["touch /builds/left-by-first-job"]);
-    let result = harness.run_job(&first);
+    let first = pool.job().build_script(["touch /builds/left-by-first-job"]);
+    let result = pool.harness.run_job(&first);
     assert_success(&result);
     assert!(!result.job_log_text().contains("pre-started"));
     assert!(leftovers(first.id).is_empty());
 
-    let waiting = wait_for_waiting_container();
-    // The slot gets a new container with the same name, so the id identifies this one.
-    let (ok, waiting_id) = docker(&["inspect", "--format", "{{.Id}}", &waiting]);
-    assert!(ok, "{waiting_id}");
-    let waiting_id = waiting_id.trim().to_owned();
+    let waiting = pool.wait_for_waiting_container();
     let volume = builds_volume_of(&waiting);
     assert!(!volume.is_empty(), "{waiting} has no /builds volume");
 
     // The second job takes that container, with an empty builds directory of its own.
-    let second = pool_job().build_script(["uname -m", "ls -A /builds"]);
-    let result = harness.run_job(&second);
+    let second = pool.job().build_script(["uname -m", "ls -A /builds"]);
+    let result = pool.harness.run_job(&second);
     assert_success(&result);
     let log = result.job_log_text();
     assert!(log.contains("in a pre-started container"), "{log}");
@@ -94,32 +137,81 @@ fn pool_gives_jobs_started_containers() {
     assert!(output.contains("armv7l"), "{output}");
     assert!(!output.contains("left-by-first-job"), "{output}");
 
-    // Cleanup removed the taken container and its anonymous builds volume.
-    let (exists, _) = docker(&["container", "inspect", &waiting_id]);
-    assert!(!exists, "the taken container {waiting_id} still exists");
+    // Cleanup removed the taken container, its anonymous builds volume and the job's
+    // named builds volume, which recorded when the job took the container.
+    let (exists, _) = docker(&["container", "inspect", &waiting]);
+    assert!(!exists, "the taken container {waiting} still exists");
     let (exists, _) = docker(&["volume", "inspect", &volume]);
     assert!(
         !exists,
         "the builds volume {volume} of the taken container still exists"
     );
+    assert!(
+        leftovers(second.id).is_empty(),
+        "{:?}",
+        leftovers(second.id)
+    );
 
     // The refill after the second job fills the slot again, and gc removes what waits.
-    let refilled = wait_for_waiting_container();
-    let gc = Command::new(DRIVER)
-        .args(["gc", "--runner", POOL_RUNNER, "--max-age", "0"])
-        .output()
-        .unwrap();
-    assert!(
-        gc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
-    let gc_output = String::from_utf8_lossy(&gc.stdout);
-    assert!(gc_output.contains(&refilled), "{gc_output}");
-    assert!(waiting_containers().is_empty());
-    docker(&[
-        "volume",
-        "rm",
-        &format!("cross-executor-cache-{POOL_RUNNER}-4242"),
-    ]);
+    let refilled = pool.wait_for_waiting_container();
+    let gc_output = pool.remove_pool();
+    let (exists, _) = docker(&["container", "inspect", &refilled]);
+    assert!(!exists, "gc left the waiting container: {gc_output}");
+    assert!(pool.waiting_containers().is_empty());
+}
+
+#[test]
+fn concurrent_jobs_never_share_a_pooled_container() {
+    let pool = PoolSetup::new("poolrace");
+    assert_success(&pool.harness.run_job(&pool.job().build_script(["true"])));
+    pool.wait_for_waiting_container();
+
+    // Four jobs at once against one waiting container: at most one takes it, and every job
+    // runs in a container of its own.
+    let jobs: Vec<Job> = (0..4)
+        .map(|index| pool.job().build_script([format!("echo job {index}")]))
+        .collect();
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|job| scope.spawn(|| pool.harness.run_job(job)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    let mut taken = 0;
+    for (job, result) in jobs.iter().zip(&results) {
+        assert_success(result);
+        if result.job_log_text().contains("in a pre-started container") {
+            taken += 1;
+        }
+        assert!(leftovers(job.id).is_empty(), "{:?}", leftovers(job.id));
+    }
+    assert!(taken <= 1, "{taken} jobs took the one pooled container");
+
+    pool.wait_for_waiting_container();
+    pool.remove_pool();
+}
+
+#[test]
+fn refill_replaces_a_stopped_pooled_container() {
+    let pool = PoolSetup::new("poolstop");
+    assert_success(&pool.harness.run_job(&pool.job().build_script(["true"])));
+    let stopped = pool.wait_for_waiting_container();
+
+    // A stopped container, as after a restart of dockerd, is not taken, and the refill
+    // after the next job puts a started one in its slot.
+    let (ok, output) = docker(&["stop", "--time", "0", &stopped]);
+    assert!(ok, "{output}");
+    let result = pool.harness.run_job(&pool.job().build_script(["true"]));
+    assert_success(&result);
+    assert!(!result.job_log_text().contains("pre-started"));
+    let replacement = pool.wait_for_waiting_container();
+    assert_ne!(replacement, stopped);
+    let (exists, _) = docker(&["container", "inspect", &stopped]);
+    assert!(!exists, "the stopped container {stopped} still exists");
+
+    pool.remove_pool();
 }

@@ -64,7 +64,10 @@ fn build_archive(
         config["variant"] = json!(variant);
     }
     let config_bytes = serde_json::to_vec(&config).context("failed to encode the image config")?;
-    let config_name = format!("{}.json", hex(&Sha256::digest(&config_bytes)));
+    let config_name = format!(
+        "{}.json",
+        crate::hex::encode(&Sha256::digest(&config_bytes))
+    );
     let layer_name = format!("{diff_id}/layer.tar");
     let manifest = json!([{ "Config": config_name, "RepoTags": [tag], "Layers": [layer_name] }]);
     let manifest_bytes = serde_json::to_vec(&manifest).context("failed to encode the manifest")?;
@@ -128,7 +131,7 @@ fn decompress_layer(rootfs: &Path, layer: &Path) -> anyhow::Result<String> {
         bail!("`{}` is empty", rootfs.display());
     }
     output.flush()?;
-    Ok(hex(&hasher.finalize()))
+    Ok(crate::hex::encode(&hasher.finalize()))
 }
 
 fn append_bytes(
@@ -143,10 +146,6 @@ fn append_bytes(
     builder
         .append_data(&mut header, name, bytes)
         .context("failed to write the image archive")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 //! for about 150 ms, which a job's stages on a 2-CPU host would otherwise share.
 //!
 //! The refill runs in its own process group, with no standard input or output, so the
-//! runner neither waits for it nor stops it with the job. It writes what it did, errors
-//! included, to `pool-fill.log` in the driver's cache directory, replacing the last refill's
-//! lines.
+//! runner neither waits for it nor stops it with the job. It appends what it did, errors
+//! included, to `pool-fill.log` in the driver's cache directory. A log over 1 MiB is moved
+//! to `pool-fill.log.1` first, replacing the older one.
 
 use std::process::Stdio;
 
@@ -28,6 +28,9 @@ use crate::pool::{self, FillRequest};
 use crate::progress;
 use crate::settings::{PullPolicy, Settings};
 use crate::stages::prepare;
+
+/// Size above which the refill log is moved aside.
+const LOG_ROTATE_BYTES: u64 = 1024 * 1024;
 
 /// Name of the hidden subcommand that runs [`run`].
 pub const SUBCOMMAND: &str = "pool-fill";
@@ -52,8 +55,7 @@ fn extra_labels(settings: &Settings) -> Vec<(String, String)> {
 pub fn start_in_background(settings: &Settings, job: &JobContext) {
     use std::os::unix::process::CommandExt;
 
-    let log = header_cache::driver_cache_dir()
-        .and_then(|dir| std::fs::File::create(dir.join("pool-fill.log")).ok());
+    let log = header_cache::driver_cache_dir().and_then(|dir| open_log(&dir).ok());
     let stderr = log.map_or_else(Stdio::null, Stdio::from);
     let started = std::env::current_exe().and_then(|exe| {
         let mut command = std::process::Command::new(exe);
@@ -85,8 +87,42 @@ pub fn start_in_background(settings: &Settings, job: &JobContext) {
     }
 }
 
-/// Fills the pool of the job's image and project.
+/// Returns the start of a log line: the time and the job whose cleanup started the refill.
+fn job_note(job: &JobContext) -> String {
+    format!(
+        "unix time {}, after job {} of project {}",
+        names::unix_now(),
+        job.job_id,
+        job.project_id
+    )
+}
+
+/// Opens the refill log for appending, so refills that overlap add whole lines.
+fn open_log(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("pool-fill.log");
+    if std::fs::metadata(&path).is_ok_and(|metadata| metadata.len() > LOG_ROTATE_BYTES) {
+        std::fs::rename(&path, dir.join("pool-fill.log.1"))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Fills the pool of the job's image and project. An error names the job, because the
+/// refills of several jobs write to one log.
 pub async fn run(
+    settings: &Settings,
+    job: &JobContext,
+    snapshot: &EnvSnapshot,
+) -> anyhow::Result<()> {
+    fill_for_job(settings, job, snapshot)
+        .await
+        .with_context(|| job_note(job))
+}
+
+async fn fill_for_job(
     settings: &Settings,
     job: &JobContext,
     snapshot: &EnvSnapshot,
@@ -107,7 +143,10 @@ pub async fn run(
         .ensure_image(&image, PullPolicy::Never, None, None, &mut |_| {})
         .await?;
     let Some(header) = header_cache::load(header_cache::default_dir().as_deref(), &facts.id) else {
-        eprintln!("The ELF header of image {image} is not cached yet; nothing to fill");
+        eprintln!(
+            "{}: the ELF header of image {image} is not cached yet; nothing to fill",
+            job_note(job)
+        );
         return Ok(());
     };
     let spec = container_plan::base_spec(settings, job, &image, &names)?;
@@ -137,10 +176,13 @@ pub async fn run(
     .await
     .with_context(|| format!("pool of image `{image}`, key {key}"))?;
     for name in &created {
-        eprintln!("Started pooled container {name}");
+        eprintln!("{}: started pooled container {name}", job_note(job));
     }
     if created.is_empty() {
-        eprintln!("Every slot of pool {key} is taken");
+        eprintln!(
+            "{}: every slot of pool {key} already has a running container",
+            job_note(job)
+        );
     }
     Ok(())
 }

@@ -185,8 +185,13 @@ async fn create_job_container(
         .await?;
 
     let spec = container_plan::base_spec(settings, job, image, &names)?;
-    // A pooled container already mounts the project's cache volume.
+    // A pooled container already mounts the project's cache volume. It has an anonymous
+    // builds volume, so the job's named one stays empty, but its labels record when the job
+    // took the container, which garbage collection needs.
     if request.use_pool {
+        docker
+            .create_volume(&names.builds_volume, &names::job_labels(job))
+            .await?;
         if let Some(prepared) = take_from_pool(docker, request, &facts, &spec).await? {
             return Ok(prepared);
         }
