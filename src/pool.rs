@@ -47,10 +47,12 @@ pub fn pooled_spec(job_spec: &ContainerSpec, builds_volume: &str) -> ContainerSp
 }
 
 /// Returns the key of a pooled configuration: a digest of every part that Docker applies
-/// when it creates the container, the image ID and the extra labels from the settings.
-pub fn key(pooled: &ContainerSpec, image_id: &str, extra_labels: &[(String, String)]) -> String {
+/// when it creates the container, the image ID, and `settings`: the settings that shape
+/// the container in other ways, such as its extra labels and the user who gets its
+/// directories.
+pub fn key(pooled: &ContainerSpec, image_id: &str, settings: &[(String, String)]) -> String {
     let material = format!(
-        "{}\n{image_id}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n{extra_labels:?}",
+        "{}\n{image_id}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n{settings:?}",
         env!("CARGO_PKG_VERSION"),
         pooled.image,
         pooled.entrypoint,
@@ -277,8 +279,10 @@ mod tests {
         let mut other_cache = base.clone();
         other_cache.volumes[1].0 = "cache-8".into();
         assert_ne!(key(&other_cache, "sha256:a", &[]), reference);
-        let labels = [("team".to_owned(), "arm".to_owned())];
+        let labels = [("label team".to_owned(), "arm".to_owned())];
         assert_ne!(key(&base, "sha256:a", &labels), reference);
+        let user = [("user".to_owned(), "1000:1000".to_owned())];
+        assert_ne!(key(&base, "sha256:a", &user), reference);
     }
 
     #[test]

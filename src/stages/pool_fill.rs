@@ -38,7 +38,15 @@ pub const SUBCOMMAND: &str = "pool-fill";
 /// Returns the pool key of a job container's plan.
 pub fn pool_key(settings: &Settings, plan: &Plan, names: &JobNames, facts: &ImageFacts) -> String {
     let pooled = pool::pooled_spec(&plan.spec, &names.builds_volume);
-    pool::key(&pooled, &facts.id, &extra_labels(settings))
+    // The refill gives the pooled container's directories to `user`, so it is part of the key.
+    let mut material: Vec<(String, String)> = extra_labels(settings)
+        .into_iter()
+        .map(|(key, value)| (format!("label {key}"), value))
+        .collect();
+    if let Some(user) = &settings.user {
+        material.push(("user".to_owned(), user.clone()));
+    }
+    pool::key(&pooled, &facts.id, &material)
 }
 
 fn extra_labels(settings: &Settings) -> Vec<(String, String)> {
