@@ -118,9 +118,10 @@ driver_executable() {
     esac
 }
 
-# Removes every container and volume that this run's drivers created.
-# cross-executor's project cache volume carries the runner label too, so it
-# goes as well.
+# Removes every container and volume that this run's drivers created, with
+# the containers' anonymous volumes (the builds directory of a pooled
+# container). cross-executor's project cache volume carries the runner label
+# too, so it goes as well.
 remove_bench_objects() {
     local containers volumes
     containers=$(
@@ -129,7 +130,7 @@ remove_bench_objects() {
     )
     if [ -n "$containers" ]; then
         # shellcheck disable=SC2086 # one id per word
-        docker rm -f $containers >/dev/null 2>&1 || log "warning: failed to remove some containers"
+        docker rm -f -v $containers >/dev/null 2>&1 || log "warning: failed to remove some containers"
     fi
     volumes=$(docker volume ls -q --filter "label=io.cross-executor.runner=$RUNNER_TOKEN")
     if [ -n "$volumes" ]; then

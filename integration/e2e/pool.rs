@@ -154,9 +154,12 @@ fn pool_gives_jobs_started_containers() {
 
     // The refill after the second job fills the slot again, and gc removes what waits.
     let refilled = pool.wait_for_waiting_container();
+    let refilled_volume = builds_volume_of(&refilled);
     let gc_output = pool.remove_pool();
     let (exists, _) = docker(&["container", "inspect", &refilled]);
     assert!(!exists, "gc left the waiting container: {gc_output}");
+    let (exists, _) = docker(&["volume", "inspect", &refilled_volume]);
+    assert!(!exists, "gc left the builds volume {refilled_volume} of the waiting container");
     assert!(pool.waiting_containers().is_empty());
 }
 
