@@ -159,7 +159,10 @@ fn pool_gives_jobs_started_containers() {
     let (exists, _) = docker(&["container", "inspect", &refilled]);
     assert!(!exists, "gc left the waiting container: {gc_output}");
     let (exists, _) = docker(&["volume", "inspect", &refilled_volume]);
-    assert!(!exists, "gc left the builds volume {refilled_volume} of the waiting container");
+    assert!(
+        !exists,
+        "gc left the builds volume {refilled_volume} of the waiting container"
+    );
     assert!(pool.waiting_containers().is_empty());
 }
 

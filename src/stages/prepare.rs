@@ -279,23 +279,24 @@ async fn take_from_pool(
     facts: &ImageFacts,
     spec: &ContainerSpec,
 ) -> anyhow::Result<Option<Prepared>> {
-    let JobRequest {
-        settings,
-        job,
-        image,
-        platform,
-        ..
-    } = request;
-    let names = JobNames::for_job(job);
+    let names = JobNames::for_job(request.job);
     let Some(header) = header_cache::load(header_cache::default_dir().as_deref(), &facts.id) else {
         return Ok(None);
     };
-    let plan = container_plan::plan(settings, (image, facts), platform, &header, spec.clone())?;
-    let key = pool_fill::pool_key(settings, &plan, &names, facts);
-    let Some(output) = pool::take(docker, job, &key, &names.container, READY_MARKER).await? else {
+    let image = request.image;
+    let plan = container_plan::plan(
+        request.settings,
+        (image, facts),
+        request.platform,
+        &header,
+        spec.clone(),
+    )?;
+    let key = pool_fill::pool_key(request.settings, &plan, &names, facts);
+    let taken = pool::take(docker, request.job, &key, &names.container, READY_MARKER).await?;
+    let Some(output) = taken else {
         return Ok(None);
     };
-    let machine = container_plan::record_probe(&output, job, &names.container);
+    let machine = container_plan::record_probe(&output, request.job, &names.container);
     plan.report(image, &machine, ", in a pre-started container");
     Ok(Some(prepared(&plan, machine)))
 }
