@@ -227,29 +227,29 @@ mod tests {
     fn taken_pooled_container_ages_with_its_job() {
         let now = 1_000_000;
         // Created long ago, taken 10 s ago by a job with a one-hour timeout.
-        let taken = pooled("job-1", now - 7200);
+        let in_use = pooled("job-1", now - 7200);
         let record = object(now - 10, Some(3600));
         assert!(!is_abandoned_in_pool(
-            &taken,
+            &in_use,
             Some(&record),
             now,
             &policy(Some(30))
         ));
         assert!(!is_abandoned_in_pool(
-            &taken,
+            &in_use,
             Some(&record),
             now,
             &policy(None)
         ));
         let old_record = object(now - 3600 - 3600, Some(3600));
         assert!(is_abandoned_in_pool(
-            &taken,
+            &in_use,
             Some(&old_record),
             now,
             &policy(None)
         ));
         // Without its record, a taken container gets a day more than the idle time.
-        assert!(!is_abandoned_in_pool(&taken, None, now, &policy(None)));
+        assert!(!is_abandoned_in_pool(&in_use, None, now, &policy(None)));
         let day_old = pooled("job-1", now - 3600 - 86_400);
         assert!(is_abandoned_in_pool(&day_old, None, now, &policy(None)));
     }

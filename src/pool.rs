@@ -46,10 +46,10 @@ pub fn pooled_spec(job_spec: &ContainerSpec, builds_volume: &str) -> ContainerSp
     spec
 }
 
-/// Returns the key of a pooled configuration: a digest of every part that Docker applies
-/// when it creates the container, the image ID, and `settings`: the settings that shape
-/// the container in other ways, such as its extra labels and the user who gets its
-/// directories.
+/// Returns the key of a pooled configuration. It is a digest of every part that Docker
+/// applies when it creates the container, of the image ID, and of `settings`. Those are
+/// the settings that shape the container in other ways, such as its extra labels and the
+/// user who gets its directories.
 pub fn key(pooled: &ContainerSpec, image_id: &str, settings: &[(String, String)]) -> String {
     let material = format!(
         "{}\n{image_id}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n{settings:?}",

@@ -63,7 +63,7 @@ pub struct Settings {
     /// Seconds between SIGTERM and SIGKILL for the job's processes when a stage is canceled.
     pub stop_timeout: u64,
     /// Age in seconds after which `gc` and the sweep (in `prepare`, or in the pool's refill)
-    /// remove a job's container and volumes; when unset, the job's timeout plus one hour.
+    /// remove a job's container and volumes. When unset, the job's timeout plus one hour.
     pub gc_max_age: Option<u64>,
     /// QEMU CPU model per platform (`QEMU_CPU` in the container), merged over the defaults;
     /// an empty value turns a default off.
