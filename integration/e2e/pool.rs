@@ -187,15 +187,18 @@ fn concurrent_jobs_never_share_a_pooled_container() {
             .map(|handle| handle.join().unwrap())
             .collect()
     });
-    let mut taken = 0;
+    let mut pooled_jobs = 0;
     for (job, result) in jobs.iter().zip(&results) {
         assert_success(result);
         if result.job_log_text().contains("in a pre-started container") {
-            taken += 1;
+            pooled_jobs += 1;
         }
         assert!(leftovers(job.id).is_empty(), "{:?}", leftovers(job.id));
     }
-    assert!(taken <= 1, "{taken} jobs took the one pooled container");
+    assert!(
+        pooled_jobs <= 1,
+        "{pooled_jobs} jobs took the one pooled container"
+    );
 
     pool.wait_for_waiting_container();
     pool.remove_pool();

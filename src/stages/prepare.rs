@@ -292,8 +292,9 @@ async fn take_from_pool(
         spec.clone(),
     )?;
     let key = pool_fill::pool_key(request.settings, &plan, &names, facts);
-    let taken = pool::take(docker, request.job, &key, &names.container, READY_MARKER).await?;
-    let Some(output) = taken else {
+    let startup_output =
+        pool::take(docker, request.job, &key, &names.container, READY_MARKER).await?;
+    let Some(output) = startup_output else {
         return Ok(None);
     };
     let machine = container_plan::record_probe(&output, request.job, &names.container);
