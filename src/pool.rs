@@ -29,6 +29,14 @@ use crate::progress;
 
 /// Maximum wait for a taken container that is still starting to print its ready line.
 const READY_WAIT: Duration = Duration::from_secs(10);
+/// Maximum wait for the lock that lets one job at a time take from a pool. It is longer
+/// than [`READY_WAIT`], so a job waits out another one's take; after it the job starts its
+/// own container.
+const TAKE_LOCK_WAIT: Duration = Duration::from_secs(15);
+/// Maximum wait for the lock of a refill that another refill holds.
+const FILL_LOCK_WAIT: Duration = Duration::from_secs(300);
+/// Interval between two attempts to take a lock.
+const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Hex digits of the key in names and labels.
 const KEY_LENGTH: usize = 16;
 
@@ -80,7 +88,7 @@ pub async fn take(
     container: &str,
     marker: &str,
 ) -> anyhow::Result<Option<Vec<u8>>> {
-    let Some(_lock) = PoolLock::acquire(key, "take") else {
+    let Some(_lock) = PoolLock::acquire(key, "take", TAKE_LOCK_WAIT).await else {
         return Ok(None);
     };
     let filter = [
@@ -96,7 +104,12 @@ pub async fn take(
         .filter(|object| object.running && is_waiting(&object.name, &object.labels))
         .collect();
     // The oldest first, so no container waits long enough to be collected.
-    waiting.sort_by_key(|object| object.labels.get(names::LABEL_CREATED).cloned());
+    waiting.sort_by_key(|object| {
+        object
+            .labels
+            .get(names::LABEL_CREATED)
+            .and_then(|created| created.parse::<u64>().ok())
+    });
     for candidate in waiting {
         let mut renamed = docker.rename_container(&candidate.name, container).await?;
         if renamed == Rename::NameTaken {
@@ -152,8 +165,12 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let Some(_lock) = PoolLock::acquire(request.key, "fill") else {
-        bail!("no cache directory for the pool's lock files; set HOME or XDG_CACHE_HOME");
+    let Some(_lock) = PoolLock::acquire(request.key, "fill", FILL_LOCK_WAIT).await else {
+        bail!(
+            "failed to lock the pool's refill within {} s; check that HOME or XDG_CACHE_HOME \
+             names a writable directory",
+            FILL_LOCK_WAIT.as_secs()
+        );
     };
     let mut created = Vec::new();
     for slot in 0..request.size {
@@ -205,9 +222,10 @@ struct PoolLock {
 }
 
 impl PoolLock {
-    /// Waits for the lock `purpose` of the pool with `key`. Returns `None` when the lock
-    /// file cannot be opened or locked.
-    fn acquire(key: &str, purpose: &str) -> Option<Self> {
+    /// Waits at most `limit` for the lock `purpose` of the pool with `key`. It polls instead
+    /// of blocking, so the stage still reacts to signals. Returns `None` when the lock file
+    /// cannot be opened or the time runs out.
+    async fn acquire(key: &str, purpose: &str, limit: Duration) -> Option<Self> {
         let dir = header_cache::driver_cache_dir()?.join("pool-locks");
         std::fs::create_dir_all(&dir).ok()?;
         let path = dir.join(format!("{key}.{purpose}"));
@@ -217,11 +235,21 @@ impl PoolLock {
             .write(true)
             .open(&path)
             .ok()?;
-        if let Err(error) = file.lock() {
-            tracing::debug!(%error, path = %path.display(), "could not lock a pool lock file");
-            return None;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Some(PoolLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(LOCK_POLL_INTERVAL).await;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, path = %path.display(), "failed to lock a pool lock file");
+                    return None;
+                }
+            }
         }
-        Some(PoolLock { _file: file })
     }
 }
 
