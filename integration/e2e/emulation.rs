@@ -216,3 +216,53 @@ fn settings_image_pattern_selects_armv6() {
         String::from_utf8_lossy(&result.stage("build_script").unwrap().stdout).into_owned();
     assert!(stdout.contains("armv6l"), "{stdout}");
 }
+
+#[test]
+fn shell_without_loader_is_system_failure() {
+    // An image whose /bin/sh is Debian's dynamically linked armhf dash without its loader:
+    // the header says arm, so emulation is set up, but the entrypoint cannot start.
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::create_dir(rootfs.path().join("bin")).unwrap();
+    let (ok, source) = docker(&["create", DEBIAN_ARMHF]);
+    assert!(ok, "{source}");
+    let source = source.trim().to_owned();
+    let shell = rootfs.path().join("bin/sh");
+    let (copied, output) = docker(&[
+        "cp",
+        "-L",
+        &format!("{source}:/bin/dash"),
+        &shell.to_string_lossy(),
+    ]);
+    docker(&["rm", &source]);
+    assert!(copied, "{output}");
+    let image = format!("cross-executor-test/no-loader:{}", unique_job_id());
+    let archive = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -c . | docker import - '{image}'",
+            rootfs.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        archive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+
+    // A cache directory of its own keeps the header of this one-off image out of the real one.
+    let cache = tempfile::tempdir().unwrap();
+    let harness = harness_with(driver().env("XDG_CACHE_HOME", cache.path()));
+    let job = job(&image).build_script(["true"]);
+    let result = harness.run_job(&job);
+    docker(&["rmi", &image]);
+
+    let Outcome::SystemFailure { stage, .. } = &result.outcome else {
+        panic!("expected a system failure, got {:?}", result.outcome);
+    };
+    assert_eq!(stage, "prepare");
+    let log = result.job_log_text();
+    assert!(log.contains("cannot run its own binaries"), "{log}");
+    assert!(log.contains("ld-linux-armhf.so.3"), "{log}");
+    assert!(leftovers(job.id).is_empty());
+}

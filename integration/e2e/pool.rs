@@ -174,6 +174,8 @@ fn concurrent_jobs_never_share_a_pooled_container() {
 
     // Four jobs at once against one waiting container: at most one takes it, and every job
     // runs in a container of its own.
+    // NOTE: the race needs two takes to overlap. Without the lock this test failed in one
+    // run of three, so a pass is evidence, not proof.
     let jobs: Vec<Job> = (0..4)
         .map(|index| pool.job().build_script([format!("echo job {index}")]))
         .collect();

@@ -5,8 +5,9 @@
 //! also runs the sweep of abandoned objects, which `prepare` leaves to it when the pool
 //! is on.
 //!
-//! It starts after the job rather than during it, because a container start needs the CPU
-//! for about 150 ms, which a job's stages on a 2-CPU host would otherwise share.
+//! It starts after the job rather than during it. A container start keeps the daemon busy
+//! for about 150 ms, and on a 2-CPU host a refill during the job made its five trivial
+//! stages 6 % slower (BENCHMARKS.md).
 //!
 //! The refill runs in its own process group, with no standard input or output, so the
 //! runner neither waits for it nor stops it with the job. It appends what it did, errors
@@ -193,4 +194,29 @@ async fn fill_for_job(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn subcommand_name_matches_cli() {
+        let cli = Cli::try_parse_from(["cross-executor", SUBCOMMAND]).unwrap();
+        assert!(matches!(cli.command, Command::PoolFill));
+    }
+
+    #[test]
+    fn log_rotates_above_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("pool-fill.log");
+        std::fs::write(&log, vec![b'x'; LOG_ROTATE_BYTES as usize + 1]).unwrap();
+        drop(open_log(dir.path()).unwrap());
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        let rotated = std::fs::metadata(dir.path().join("pool-fill.log.1")).unwrap();
+        assert_eq!(rotated.len(), LOG_ROTATE_BYTES + 1);
+    }
 }
